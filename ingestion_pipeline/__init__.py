@@ -1,0 +1,1 @@
+"""Import uploaded contact files into a multi-tenant PostgreSQL database with Dagster."""

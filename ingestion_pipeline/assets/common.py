@@ -1,0 +1,73 @@
+"""What every import asset does alike: find its job, route it, and record failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
+from sqlalchemy.engine import Engine
+
+from ingestion_pipeline.importer import Route, UnknownJobError, load_job, mark_failed
+from ingestion_pipeline.landing import ObjectChangedError
+from ingestion_pipeline.reading import UnreadableFileError
+
+# Transient faults (a dropped connection, S3 throttling) get retried; bad input never is.
+IMPORT_RETRY_POLICY = RetryPolicy(
+    max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+PREVIEW_ISSUES = 10
+
+
+def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, Any], Route]:
+    """The import job of this partition and its route; an unknown partition is bad input."""
+    try:
+        return load_job(engine, context.partition_key)
+    except UnknownJobError as exc:
+        raise Failure(str(exc), allow_retries=False) from exc
+
+
+@contextmanager
+def failing_job(engine: Engine, job_id: str) -> Iterator[None]:
+    """Record any error on the job; bad input becomes a Failure that is not retried."""
+    try:
+        yield
+    except (UnreadableFileError, ObjectChangedError) as exc:
+        mark_failed(engine, job_id, str(exc))
+        raise Failure(
+            description=str(exc),
+            metadata={"job_id": job_id, "error": str(exc)},
+            allow_retries=False,
+        ) from exc
+    except Failure:
+        raise
+    except Exception as exc:
+        mark_failed(engine, job_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def job_metadata(job: dict[str, Any], route: Route) -> dict[str, Any]:
+    """Metadata every import asset shows: which job, which tenant, which route."""
+    return {
+        "job_id": job["job_id"],
+        "tenant": job["tenant_id"],
+        "source": job["source_key"],
+        "route": route.value,
+    }
+
+
+def issues_preview(issues: list[dict[str, Any]]) -> MetadataValue:
+    """A markdown table of the first issues, for the asset's materialization page."""
+    if not issues:
+        return MetadataValue.md("No open issues.")
+    lines = ["| kind | field | rows | message |", "| --- | --- | --- | --- |"]
+    for issue in issues[:PREVIEW_ISSUES]:
+        rows = ", ".join(str(n) for n in issue["rows"][:10])
+        if len(issue["rows"]) > 10:
+            rows += ", ..."
+        message = issue["message"].replace("|", "\\|")
+        lines.append(f"| {issue['kind']} | {issue['field']} | {rows} | {message} |")
+    if len(issues) > PREVIEW_ISSUES:
+        lines.append(f"\n... and {len(issues) - PREVIEW_ISSUES} more.")
+    return MetadataValue.md("\n".join(lines))

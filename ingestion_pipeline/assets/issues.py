@@ -1,0 +1,55 @@
+"""Import issues: every problem found in a job's staging rows, linked to the rows it concerns."""
+
+import time
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from ingestion_pipeline.assets.common import (
+    IMPORT_RETRY_POLICY,
+    failing_job,
+    issues_preview,
+    job_for,
+    job_metadata,
+)
+from ingestion_pipeline.assets.staging import staging_rows
+from ingestion_pipeline.constants import ASSET_GROUP, IssueKind
+from ingestion_pipeline.db.jobs import get_job, issue_counts_by_kind, list_issues
+from ingestion_pipeline.importer import Route, validate
+from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.resources import DatabaseResource
+
+
+@asset(
+    name="import_issues",
+    group_name=ASSET_GROUP,
+    partitions_def=import_jobs_partitions_def,
+    deps=[staging_rows],
+    retry_policy=IMPORT_RETRY_POLICY,
+    kinds={"postgres", "pandera"},
+)
+def import_issues(context: AssetExecutionContext, database: DatabaseResource) -> MaterializeResult:
+    """Open and resolved issues of one job: row rules, in-file duplicates, existing contacts."""
+    engine = database.get_engine()
+    job, route = job_for(context, engine)
+    metadata = job_metadata(job, route)
+    started = time.perf_counter()
+    if route is not Route.DONE:
+        with failing_job(engine, job["job_id"]):
+            result = validate(engine, job)
+        context.log.info(
+            f"{job['job_id']}: {result.open_issues} open issue(s) over {result.problem_rows} row(s)"
+        )
+    with engine.connect() as conn:
+        job = get_job(conn, job["job_id"]) or job
+        counts = issue_counts_by_kind(conn, job["job_id"])
+        open_issues = list_issues(conn, job["job_id"])
+    return MaterializeResult(
+        metadata={
+            **metadata,
+            "status": job["status"],
+            "issue_count": job["issue_count"],
+            **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
+            "seconds": round(time.perf_counter() - started, 3),
+            "preview": issues_preview(open_issues),
+        }
+    )

@@ -1,0 +1,59 @@
+"""The raw upload: one object version in the landing zone."""
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from ingestion_pipeline.assets.common import (
+    IMPORT_RETRY_POLICY,
+    failing_job,
+    job_for,
+    job_metadata,
+)
+from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.importer import Route, inspect_upload, mark_processing
+from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+
+
+@asset(
+    name="raw_upload",
+    group_name=ASSET_GROUP,
+    partitions_def=import_jobs_partitions_def,
+    retry_policy=IMPORT_RETRY_POLICY,
+    kinds={"s3", "csv"},
+)
+def raw_upload(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    landing_zone: LandingZoneResource,
+) -> MaterializeResult:
+    """The uploaded contacts file of one import job, with its detected encoding and columns."""
+    engine = database.get_engine()
+    job, route = job_for(context, engine)
+    metadata = job_metadata(job, route)
+    metadata["etag"] = job["source_etag"]
+    if route in (Route.DONE, Route.REPROCESS):
+        context.log.info(f"{job['job_id']}: {route.value}; the file is not read")
+        return MaterializeResult(metadata={**metadata, "status": job["status"]})
+
+    zone = landing_zone.get_zone()
+    with failing_job(engine, job["job_id"]):
+        mark_processing(engine, job["job_id"])
+        info = zone.stat(job["source_key"])
+        fmt = inspect_upload(zone, job)
+    context.log.info(
+        f"{job['job_id']}: {fmt.encoding}, {fmt.delimiter_name}-separated, "
+        f"{len(fmt.header)} columns"
+    )
+    return MaterializeResult(
+        metadata={
+            **metadata,
+            "location": zone.describe(job["source_key"]),
+            "size_bytes": info.size if info else 0,
+            "encoding": fmt.encoding,
+            "delimiter": fmt.delimiter_name,
+            "columns": MetadataValue.json(
+                {"header": list(fmt.header), "fields": fmt.fields, "extras": dict(fmt.extras)}
+            ),
+            "status": "PROCESSING",
+        }
+    )

@@ -1,0 +1,65 @@
+"""Staging rows: every data record of the upload, normalized and judged by the row rules."""
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from ingestion_pipeline.assets.common import (
+    IMPORT_RETRY_POLICY,
+    failing_job,
+    job_for,
+    job_metadata,
+)
+from ingestion_pipeline.assets.raw_upload import raw_upload
+from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.importer import Route, StageProgress, mark_processing, stage_upload
+from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.settings import load_settings
+
+
+@asset(
+    name="staging_rows",
+    group_name=ASSET_GROUP,
+    partitions_def=import_jobs_partitions_def,
+    deps=[raw_upload],
+    retry_policy=IMPORT_RETRY_POLICY,
+    kinds={"postgres"},
+)
+def staging_rows(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    landing_zone: LandingZoneResource,
+) -> MaterializeResult:
+    """Every record of the upload in staging_rows, streamed in chunks with bulk COPY."""
+    engine = database.get_engine()
+    job, route = job_for(context, engine)
+    metadata = job_metadata(job, route)
+    if route in (Route.DONE, Route.REPROCESS):
+        context.log.info(f"{job['job_id']}: {route.value}; staging is left as it is")
+        return MaterializeResult(metadata={**metadata, "total_rows": job["total_rows"] or 0})
+
+    def progress(p: StageProgress) -> None:
+        context.log.info(
+            f"{job['job_id']}: {p.rows_read} rows read, {p.rows_written} staged "
+            f"({p.percent:.0f}% of the file, {p.seconds:.1f}s)"
+        )
+
+    with failing_job(engine, job["job_id"]):
+        mark_processing(engine, job["job_id"])
+        result = stage_upload(
+            engine, landing_zone.get_zone(), job, load_settings().chunk_size, progress
+        )
+    rate = result.rows_read / result.seconds if result.seconds else 0.0
+    return MaterializeResult(
+        metadata={
+            **metadata,
+            "total_rows": result.rows_read,
+            "rows_staged": result.rows_written,
+            "rows_skipped_on_resume": result.rows_skipped,
+            "chunks": result.chunks,
+            "encoding": result.file_format.encoding,
+            "delimiter": result.file_format.delimiter_name,
+            "seconds": round(result.seconds, 3),
+            "rows_per_second": round(rate, 1),
+            **{f"seconds_{stage}": round(s, 3) for stage, s in result.timings.items()},
+        }
+    )

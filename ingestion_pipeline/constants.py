@@ -1,0 +1,60 @@
+"""Statuses, issue kinds and field names: the vocabulary shared by every module."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobStatus(str, Enum):
+    """Lifecycle of one import job (one uploaded object version)."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class RowStatus(str, Enum):
+    """State of one staged data row."""
+
+    READY = "READY"
+    ISSUE = "ISSUE"
+    DISCARD = "DISCARD"
+    SUCCESS = "SUCCESS"
+
+
+class IssueKind(str, Enum):
+    """The problems a row can have; the values are the public names in CLI output."""
+
+    MISSING_FIELD = "missing_field"
+    INVALID_EMAIL = "invalid_email"
+    DUPLICATE_EMAIL = "duplicate_email"
+    EXISTING_CONTACT = "existing_contact"
+
+
+# Canonical contact fields, in the order they are shown and exported.
+EMAIL = "email"
+FIRST_NAME = "first_name"
+LAST_NAME = "last_name"
+COMPANY = "company"
+CANONICAL_FIELDS: tuple[str, ...] = (EMAIL, FIRST_NAME, LAST_NAME, COMPANY)
+REQUIRED_FIELDS: tuple[str, ...] = CANONICAL_FIELDS
+
+# Header spellings people use for each canonical field, compared after removing case, spaces
+# and punctuation ("E-mail Address" -> "emailaddress").
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    EMAIL: ("email", "emailaddress", "mail", "emailaddr", "courriel"),
+    FIRST_NAME: ("firstname", "givenname", "forename", "fname", "vorname", "prenom"),
+    LAST_NAME: ("lastname", "surname", "familyname", "lname", "nachname"),
+    COMPANY: ("company", "companyname", "organization", "organisation", "employer", "firma"),
+}
+
+# Dynamic partitions def name: one partition per import job.
+IMPORT_JOBS_PARTITIONS = "import_jobs"
+ASSET_GROUP = "contacts_import"
+TENANT_TAG = "tenant"
+
+UPLOADS_PREFIX = "uploads/"
+REVIEWS_PREFIX = "reviews/"
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".txt")

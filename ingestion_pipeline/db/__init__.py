@@ -1,0 +1,1 @@
+"""Database: schema, migrations, engines and the set-based SQL of the import."""

@@ -1,0 +1,111 @@
+"""The import_jobs registry: create, read and move jobs through their lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.db.tables import import_jobs, issues, staging_rows
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What is known about an import job before it runs."""
+
+    job_id: str
+    tenant_id: str
+    source_key: str
+    source_etag: str
+    file_name: str
+
+
+def register_jobs(conn: Connection, jobs: Iterable[NewJob]) -> int:
+    """Insert jobs that do not exist yet, in one statement; returns how many were new."""
+    rows = [job.__dict__ for job in jobs]
+    if not rows:
+        return 0
+    stmt = insert(import_jobs).values(rows).on_conflict_do_nothing()
+    return conn.execute(stmt).rowcount
+
+
+def get_job(conn: Connection, job_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    """The job's row as a dict, or None."""
+    query = sa.select(import_jobs).where(import_jobs.c.job_id == job_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def update_job(conn: Connection, job_id: str, **values: Any) -> None:
+    """Set columns of one job (status may be a JobStatus) and touch updated_at."""
+    if isinstance(values.get("status"), JobStatus):
+        values["status"] = values["status"].value
+    conn.execute(
+        sa.update(import_jobs)
+        .where(import_jobs.c.job_id == job_id)
+        .values(**values, updated_at=sa.func.now())
+    )
+
+
+def staged_row_count(conn: Connection, job_id: str) -> int:
+    return conn.scalar(
+        sa.select(sa.func.count()).select_from(staging_rows).where(staging_rows.c.job_id == job_id)
+    )
+
+
+_LIST_ISSUES = sa.text(
+    """
+    SELECT i.issue_id, i.kind, i.field, i.message, i.resolved,
+           coalesce(array_agg(ii.row_number ORDER BY ii.row_number)
+                    FILTER (WHERE ii.row_number IS NOT NULL), '{}') AS rows
+    FROM issues i
+    LEFT JOIN issue_items ii ON ii.issue_id = i.issue_id
+    WHERE i.job_id = :job_id AND (:include_resolved OR NOT i.resolved)
+    GROUP BY i.issue_id
+    ORDER BY min(ii.row_number), i.kind, i.field, i.issue_id
+    """
+)
+
+
+def list_issues(conn: Connection, job_id: str, *, include_resolved: bool = False) -> list[dict]:
+    """Issues of a job with the record numbers each concerns, in a stable order."""
+    params = {"job_id": job_id, "include_resolved": include_resolved}
+    return [dict(row) for row in conn.execute(_LIST_ISSUES, params).mappings()]
+
+
+def issue_counts_by_kind(conn: Connection, job_id: str) -> dict[str, int]:
+    """Unresolved issues of a job, counted by kind."""
+    query = (
+        sa.select(issues.c.kind, sa.func.count())
+        .where(issues.c.job_id == job_id, sa.not_(issues.c.resolved))
+        .group_by(issues.c.kind)
+    )
+    return {kind: count for kind, count in conn.execute(query)}
+
+
+def job_summary(conn: Connection, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The public summary of a job: what `import --json` prints."""
+    return {
+        "job_id": job["job_id"],
+        "tenant": job["tenant_id"],
+        "status": job["status"],
+        "file": job["source_key"],
+        "total_rows": job["total_rows"] or 0,
+        "processed_rows": job["processed_rows"],
+        "issue_count": job["issue_count"],
+        "contacts_created": job["contacts_created"],
+        "encoding": job["encoding"],
+        "delimiter": job["delimiter"],
+        "error": job["error"],
+        "issues": [
+            {"kind": i["kind"], "field": i["field"], "message": i["message"], "rows": i["rows"]}
+            for i in list_issues(conn, job["job_id"])
+        ],
+    }

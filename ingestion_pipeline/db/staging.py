@@ -1,0 +1,86 @@
+"""Bulk COPY of prepared chunks into staging_rows: one COPY (and one INSERT on resume) a chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pandas as pd
+from sqlalchemy.engine import Connection
+
+from ingestion_pipeline.constants import CANONICAL_FIELDS, RowStatus
+from ingestion_pipeline.emails import normalize_email
+from ingestion_pipeline.schemas import row_problems
+
+STAGING_COPY_COLUMNS: tuple[str, ...] = (
+    "job_id",
+    "row_number",
+    "row_hash",
+    *CANONICAL_FIELDS,
+    "email_normalized",
+    "extra",
+    "problems",
+    "status",
+)
+_COLUMN_LIST = ", ".join(STAGING_COPY_COLUMNS)
+
+
+def _hash_key(job_id: str) -> str:
+    # pandas wants exactly 16 characters; deriving them from the job mixes the job into the hash.
+    return hashlib.sha1(job_id.encode()).hexdigest()[:16]
+
+
+def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
+    """Add the normalized email, row rule verdicts, row hash and status to a read chunk."""
+    out = frame.copy()
+    out["email_normalized"] = normalize_email(out["email"])
+    checked = out[list(CANONICAL_FIELDS)].assign(email=out["email_normalized"])
+    out["problems"] = row_problems(checked)
+    hashed = pd.util.hash_pandas_object(
+        out[["row_number", *CANONICAL_FIELDS, "extra"]], index=False, hash_key=_hash_key(job_id)
+    )
+    out["row_hash"] = hashed.to_numpy().view("int64")
+    out["status"] = (out["problems"] == "{}").map(
+        {True: RowStatus.READY.value, False: RowStatus.ISSUE.value}
+    )
+    out["job_id"] = job_id
+    return out[list(STAGING_COPY_COLUMNS)]
+
+
+def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, header=False, index=False)
+    buffer.seek(0)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN WITH (FORMAT csv)", buffer)
+    finally:
+        cursor.close()
+
+
+def copy_chunk(conn: Connection, frame: pd.DataFrame, *, resume: bool) -> int:
+    """Write a prepared chunk; with `resume`, rows already staged (same hash) are skipped.
+
+    Returns the number of rows newly written.
+    """
+    if not resume:
+        _copy(conn, "staging_rows", frame)
+        return len(frame)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging_incoming "
+            "(LIKE staging_rows INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+    finally:
+        cursor.close()
+    _copy(conn, "staging_incoming", frame)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(
+            f"INSERT INTO staging_rows ({_COLUMN_LIST}) "
+            f"SELECT {_COLUMN_LIST} FROM staging_incoming ON CONFLICT DO NOTHING"
+        )
+        return cursor.rowcount
+    finally:
+        cursor.close()

@@ -1,0 +1,124 @@
+"""The schema as SQLAlchemy Core metadata; migrations under db/migrations create it."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = sa.MetaData()
+
+
+def _now() -> sa.TextClause:
+    return sa.text("now()")
+
+
+import_jobs = sa.Table(
+    "import_jobs",
+    metadata,
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("source_key", sa.Text, nullable=False),
+    sa.Column("source_etag", sa.Text, nullable=False),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="PENDING"),
+    sa.Column("total_rows", sa.Integer),
+    sa.Column("processed_rows", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("issue_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("contacts_created", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("encoding", sa.Text),
+    sa.Column("delimiter", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
+    sa.CheckConstraint(
+        "status IN ('PENDING', 'PROCESSING', 'NEEDS_REVIEW', 'COMPLETED', 'FAILED')",
+        name="ck_import_jobs_status",
+    ),
+    sa.Index("ix_import_jobs_tenant_status", "tenant_id", "status"),
+)
+
+staging_rows = sa.Table(
+    "staging_rows",
+    metadata,
+    sa.Column(
+        "job_id",
+        sa.Text,
+        sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("row_number", sa.Integer, primary_key=True),
+    sa.Column("row_hash", sa.BigInteger, nullable=False),
+    sa.Column("email", sa.Text),
+    sa.Column("first_name", sa.Text),
+    sa.Column("last_name", sa.Text),
+    sa.Column("company", sa.Text),
+    sa.Column("email_normalized", sa.Text),
+    sa.Column("extra", JSONB),
+    sa.Column("problems", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("status", sa.Text, nullable=False, server_default="READY"),
+    sa.UniqueConstraint("job_id", "row_hash", name="uq_staging_rows_hash"),
+    sa.CheckConstraint(
+        "status IN ('READY', 'ISSUE', 'DISCARD', 'SUCCESS')", name="ck_staging_rows_status"
+    ),
+    sa.Index("ix_staging_rows_job_email", "job_id", "email_normalized"),
+)
+
+issues = sa.Table(
+    "issues",
+    metadata,
+    sa.Column("issue_id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column(
+        "job_id", sa.Text, sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("field", sa.Text, nullable=False),
+    # What makes two detections the same issue: the row number for row rules, the email for
+    # duplicates and existing contacts.
+    sa.Column("issue_key", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("resolved", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("job_id", "kind", "field", "issue_key", name="uq_issues_identity"),
+)
+
+issue_items = sa.Table(
+    "issue_items",
+    metadata,
+    sa.Column(
+        "issue_id",
+        sa.BigInteger,
+        sa.ForeignKey("issues.issue_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("row_number", sa.Integer, primary_key=True),
+    sa.ForeignKeyConstraint(
+        ["job_id", "row_number"],
+        ["staging_rows.job_id", "staging_rows.row_number"],
+        ondelete="CASCADE",
+        name="fk_issue_items_row",
+    ),
+    sa.Index("ix_issue_items_row", "job_id", "row_number"),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("contact_id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("email_normalized", sa.Text, nullable=False),
+    sa.Column("first_name", sa.Text, nullable=False),
+    sa.Column("last_name", sa.Text, nullable=False),
+    sa.Column("company", sa.Text, nullable=False),
+    sa.Column("extra", JSONB),
+    sa.Column("job_id", sa.Text),
+    sa.Column("source_row", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.UniqueConstraint("tenant_id", "email_normalized", name="uq_contacts_tenant_email"),
+    sa.Index("ix_contacts_job", "job_id"),
+)

@@ -1,0 +1,15 @@
+"""The code location: assembles assets, jobs, sensors and resources; defines nothing."""
+
+from dagster import Definitions
+
+from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.jobs import import_job
+from ingestion_pipeline.resources import build_resources
+from ingestion_pipeline.sensors import upload_sensor
+
+defs = Definitions(
+    assets=IMPORT_ASSETS,
+    jobs=[import_job],
+    sensors=[upload_sensor],
+    resources=build_resources(),
+)

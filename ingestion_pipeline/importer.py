@@ -1,0 +1,205 @@
+"""The import itself, as plain functions over an engine and a landing zone.
+
+Assets, the CLI and benchmarks call these; Dagster-specific reporting stays in the assets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.db.consolidation import (
+    ConsolidationConflictError,
+    ConsolidationResult,
+    consolidate_job,
+)
+from ingestion_pipeline.db.jobs import get_job, staged_row_count, update_job
+from ingestion_pipeline.db.staging import copy_chunk, prepare_chunk
+from ingestion_pipeline.db.validation import ValidationResult, validate_job
+from ingestion_pipeline.landing import LandingZone
+from ingestion_pipeline.reading import FileFormat, open_contact_file
+
+
+class Route(str, Enum):
+    """What a (re)materialization of a job has to do, decided from its row and staging."""
+
+    DONE = "completed: nothing to do"
+    REPROCESS = "reprocess: revalidate staging rows, no file read"
+    RESUME = "resume: skip rows already staged"
+    INITIAL = "initial load"
+
+
+class UnknownJobError(LookupError):
+    """A partition with no import_jobs row."""
+
+
+def route_for(job: dict[str, Any], staged_rows: int) -> Route:
+    """The routing rules of the job lifecycle."""
+    if job["status"] == JobStatus.COMPLETED.value:
+        return Route.DONE
+    if staged_rows and job["status"] == JobStatus.NEEDS_REVIEW.value:
+        return Route.REPROCESS
+    if staged_rows and job["total_rows"] is not None and staged_rows >= job["total_rows"]:
+        # Staging finished before the run stopped: validate what is there.
+        return Route.REPROCESS
+    return Route.RESUME if staged_rows else Route.INITIAL
+
+
+def load_job(engine: Engine, job_id: str) -> tuple[dict[str, Any], Route]:
+    """The job's row and its route; raises UnknownJobError for an unregistered partition."""
+    with engine.connect() as conn:
+        job = get_job(conn, job_id)
+        if job is None:
+            raise UnknownJobError(
+                f"no import job {job_id!r}: jobs are registered by upload_sensor or the CLI"
+            )
+        return job, route_for(job, staged_row_count(conn, job_id))
+
+
+def mark_processing(engine: Engine, job_id: str) -> None:
+    """Enter PROCESSING (from any state but COMPLETED) and clear the last error."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE import_jobs SET status = 'PROCESSING', error = NULL, updated_at = now(), "
+                "started_at = coalesce(started_at, now()) "
+                "WHERE job_id = :job_id AND status <> 'COMPLETED'"
+            ),
+            {"job_id": job_id},
+        )
+
+
+def mark_failed(engine: Engine, job_id: str, error: str) -> None:
+    """Record a failure on the job (never on a COMPLETED one)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE import_jobs SET status = 'FAILED', error = :error, updated_at = now(), "
+                "finished_at = now() WHERE job_id = :job_id AND status <> 'COMPLETED'"
+            ),
+            {"job_id": job_id, "error": error[:4000]},
+        )
+
+
+def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
+    """Open the job's object version and detect its format (reads only the first bytes)."""
+    with landing.open(job["source_key"], job["source_etag"]) as stream:
+        return open_contact_file(stream, job["file_name"]).format
+
+
+@dataclass
+class StageProgress:
+    """Reported after every chunk lands."""
+
+    rows_read: int
+    rows_written: int
+    bytes_read: int
+    bytes_total: int
+    seconds: float
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.bytes_read / self.bytes_total if self.bytes_total else 100.0
+
+
+@dataclass
+class StageResult:
+    """What staging did for one job."""
+
+    file_format: FileFormat
+    rows_read: int = 0
+    rows_written: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_skipped(self) -> int:
+        return self.rows_read - self.rows_written
+
+
+def stage_upload(
+    engine: Engine,
+    landing: LandingZone,
+    job: dict[str, Any],
+    chunk_size: int,
+    on_progress: Callable[[StageProgress], None] | None = None,
+) -> StageResult:
+    """Stream the job's object into staging_rows, one transaction per chunk.
+
+    Each chunk's rows and the job's processed_rows commit together, so a killed run resumes
+    from whole chunks; rows already staged are recognised by their hash and skipped.
+    """
+    job_id = job["job_id"]
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        already = staged_row_count(conn, job_id)
+    info = landing.stat(job["source_key"])
+    size = info.size if info else 0
+    timings = {"read": 0.0, "validate": 0.0, "copy": 0.0}
+    with landing.open(job["source_key"], job["source_etag"]) as stream:
+        source = open_contact_file(stream, job["file_name"])
+        result = StageResult(file_format=source.format, timings=timings)
+        fmt = source.format
+        with engine.begin() as conn:
+            update_job(conn, job_id, encoding=fmt.encoding, delimiter=fmt.delimiter_name)
+        mark = time.perf_counter()
+        for chunk in source.chunks(chunk_size):
+            t_read = time.perf_counter()
+            prepared = prepare_chunk(chunk.frame, job_id)
+            t_valid = time.perf_counter()
+            last_row = int(prepared["row_number"].iloc[-1])
+            with engine.begin() as conn:
+                written = copy_chunk(
+                    conn,
+                    prepared,
+                    resume=already > 0 and int(prepared["row_number"].iloc[0]) <= already,
+                )
+                update_job(conn, job_id, processed_rows=last_row)
+            t_copy = time.perf_counter()
+            timings["read"] += t_read - mark
+            timings["validate"] += t_valid - t_read
+            timings["copy"] += t_copy - t_valid
+            mark = t_copy
+            result.rows_read = last_row
+            result.rows_written += written
+            result.chunks += 1
+            if on_progress:
+                on_progress(
+                    StageProgress(
+                        rows_read=last_row,
+                        rows_written=result.rows_written,
+                        bytes_read=chunk.bytes_read,
+                        bytes_total=size,
+                        seconds=t_copy - started,
+                    )
+                )
+        result.rows_read = source.records_read
+    with engine.begin() as conn:
+        update_job(conn, job_id, total_rows=result.rows_read, processed_rows=result.rows_read)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def validate(engine: Engine, job: dict[str, Any]) -> ValidationResult:
+    """Run the cross-row rules and reconcile the job's issues, in one transaction."""
+    with engine.begin() as conn:
+        return validate_job(conn, job["job_id"], job["tenant_id"])
+
+
+def consolidate(engine: Engine, job: dict[str, Any]) -> ConsolidationResult:
+    """Load contacts if the job is clean; a late conflict sends it back to review instead."""
+    try:
+        with engine.begin() as conn:
+            return consolidate_job(conn, job["job_id"])
+    except ConsolidationConflictError:
+        validate(engine, job)
+        with engine.begin() as conn:
+            return consolidate_job(conn, job["job_id"])

@@ -1,0 +1,255 @@
+"""The landing zone: a local folder or an S3 bucket behind one small interface.
+
+Plain Python (no Dagster import) so the CLI, sensors and tests share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, UPLOADS_PREFIX
+
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object in the landing zone: key, version tag (ETag), size and modification time."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: datetime
+
+
+class ObjectChangedError(RuntimeError):
+    """The object at a key is no longer the version an import job was created for."""
+
+
+class LandingZone(Protocol):
+    """What the pipeline needs from where files arrive."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def open(self, key: str, etag: str | None = None) -> BinaryIO: ...
+
+    def write(self, key: str, data: bytes | BinaryIO) -> ObjectInfo: ...
+
+    def describe(self, key: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """A key under uploads/ that fits the layout uploads/<tenant>/<file name>."""
+
+    key: str
+    tenant_id: str
+    file_name: str
+
+
+class InvalidKeyError(ValueError):
+    """A key outside the layout; the message says why it is skipped."""
+
+
+def parse_upload_key(key: str) -> UploadKey:
+    """Check `key` against uploads/<tenant>/<file name> and return its parts."""
+    if not key.startswith(UPLOADS_PREFIX):
+        raise InvalidKeyError(f"{key!r} is not under {UPLOADS_PREFIX}")
+    rest = key[len(UPLOADS_PREFIX) :]
+    parts = rest.split("/")
+    if len(parts) != 2 or not parts[1]:
+        raise InvalidKeyError(f"{key!r} does not fit uploads/<tenant>/<file name>")
+    tenant, name = parts
+    if not TENANT_PATTERN.match(tenant):
+        raise InvalidKeyError(
+            f"{key!r}: tenant id {tenant!r} is not a slug (a-z, 0-9, '-', '_', at most 63)"
+        )
+    if name in (".", "..") or name.startswith(".") or "\\" in name or "\x00" in name:
+        raise InvalidKeyError(f"{key!r}: file name {name!r} is not allowed")
+    if PurePosixPath(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise InvalidKeyError(
+            f"{key!r}: unsupported extension (supported: {', '.join(SUPPORTED_EXTENSIONS)})"
+        )
+    return UploadKey(key=key, tenant_id=tenant, file_name=name)
+
+
+def upload_key(tenant_id: str, file_name: str) -> str:
+    """The landing-zone key for a tenant's file, validated."""
+    return parse_upload_key(f"{UPLOADS_PREFIX}{tenant_id}/{file_name}").key
+
+
+def job_id_for(tenant_id: str, key: str, etag: str) -> str:
+    """A readable, stable partition key for one object version: tenant, file stem, short hash."""
+    stem = re.sub(r"[^a-z0-9]+", "-", PurePosixPath(key).stem.lower()).strip("-")[:40] or "file"
+    digest = hashlib.sha1(f"{key}\n{etag}".encode()).hexdigest()[:10]
+    return f"{tenant_id}-{stem}-{digest}"
+
+
+class LocalLandingZone:
+    """A folder laid out like the bucket; the ETag is derived from size and mtime."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise InvalidKeyError(f"{key!r} points outside the landing zone")
+        return path
+
+    @staticmethod
+    def _info(key: str, stat: os.stat_result) -> ObjectInfo:
+        tag = hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        return ObjectInfo(
+            key=key,
+            etag=tag,
+            size=stat.st_size,
+            last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        )
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                try:
+                    yield self._info(key, path.stat())
+                except FileNotFoundError:
+                    continue
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            return self._info(key, self._path(key).stat())
+        except FileNotFoundError:
+            return None
+
+    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+        path = self._path(key)
+        handle = path.open("rb")
+        if etag is not None and self._info(key, os.fstat(handle.fileno())).etag != etag:
+            handle.close()
+            raise ObjectChangedError(f"{key} changed since it was uploaded (version {etag})")
+        return handle
+
+    def write(self, key: str, data: bytes | BinaryIO) -> ObjectInfo:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        with tmp.open("wb") as out:
+            if isinstance(data, bytes):
+                out.write(data)
+            else:
+                shutil.copyfileobj(data, out, 1024 * 1024)
+        tmp.replace(path)
+        info = self.stat(key)
+        assert info is not None
+        return info
+
+    def describe(self, key: str) -> str:
+        return str(self.root / key)
+
+
+class S3LandingZone:
+    """A bucket (and optional prefix) through boto3; works with any S3 API via endpoint_url."""
+
+    def __init__(self, bucket: str, prefix: str, client) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(prefix)):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=obj["Key"][len(self.prefix) :],
+                    etag=obj["ETag"].strip('"'),
+                    size=obj["Size"],
+                    last_modified=obj["LastModified"],
+                )
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            etag=head["ETag"].strip('"'),
+            size=head["ContentLength"],
+            last_modified=head["LastModified"],
+        )
+
+    def open(self, key: str, etag: str | None = None) -> BinaryIO:
+        from botocore.exceptions import ClientError
+
+        kwargs = {"Bucket": self.bucket, "Key": self._full(key)}
+        if etag is not None:
+            kwargs["IfMatch"] = f'"{etag}"'
+        try:
+            return self.client.get_object(**kwargs)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise ObjectChangedError(
+                    f"{key} changed since it was uploaded (version {etag})"
+                ) from exc
+            raise
+
+    def write(self, key: str, data: bytes | BinaryIO) -> ObjectInfo:
+        if isinstance(data, bytes):
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        else:
+            self.client.upload_fileobj(data, self.bucket, self._full(key))
+        info = self.stat(key)
+        assert info is not None
+        return info
+
+    def describe(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+def _md5_of(stream: BinaryIO) -> str:
+    digest = hashlib.md5()
+    for block in iter(lambda: stream.read(1024 * 1024), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def put_file(zone: LandingZone, key: str, path: Path) -> ObjectInfo:
+    """Upload `path` to `key` unless the same bytes are already there.
+
+    Keeping an identical object untouched keeps its version, so importing the same file again
+    finds the same job instead of creating a new one.
+    """
+    existing = zone.stat(key)
+    if existing is not None and existing.size == path.stat().st_size:
+        with path.open("rb") as local:
+            local_md5 = _md5_of(local)
+        if existing.etag == local_md5:
+            return existing
+        with zone.open(key) as remote:
+            if _md5_of(remote) == local_md5:
+                return existing
+    with path.open("rb") as data:
+        return zone.write(key, data)

@@ -1,0 +1,16 @@
+"""Reading contact files as people export them. Plain Python: no Dagster import."""
+
+from ingestion_pipeline.reading.detect import FileFormat, canonical_field, detect_format
+from ingestion_pipeline.reading.errors import UnreadableFileError
+from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk, ContactFile, open_contact_file
+
+__all__ = [
+    "CHUNK_COLUMNS",
+    "Chunk",
+    "ContactFile",
+    "FileFormat",
+    "UnreadableFileError",
+    "canonical_field",
+    "detect_format",
+    "open_contact_file",
+]

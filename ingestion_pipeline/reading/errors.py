@@ -1,0 +1,14 @@
+"""The error a file gets when it cannot be read as contacts."""
+
+from __future__ import annotations
+
+
+class UnreadableFileError(ValueError):
+    """A file that cannot be imported as contacts; names the file and, when known, the record."""
+
+    def __init__(self, file_name: str, problem: str, *, record: int | None = None) -> None:
+        self.file_name = file_name
+        self.problem = problem
+        self.record = record
+        where = f"{file_name}, record {record}" if record is not None else file_name
+        super().__init__(f"{where}: {problem}")

@@ -1,0 +1,153 @@
+"""Stream a contacts file as DataFrame chunks, memory bounded by the chunk size."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import BinaryIO
+
+import pandas as pd
+
+from ingestion_pipeline.constants import CANONICAL_FIELDS
+from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
+from ingestion_pipeline.reading.errors import UnreadableFileError
+
+# Large enough for any real cell (notes fields run to megabytes); csv's default is 128 KiB.
+csv.field_size_limit(min(sys.maxsize, 64 * 1024 * 1024))
+
+# Columns of every chunk, in order.
+CHUNK_COLUMNS: tuple[str, ...] = ("row_number", *CANONICAL_FIELDS, "extra")
+
+
+class _CountingReader(io.RawIOBase):
+    """A raw stream over `head` then `rest` that counts the bytes handed out."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+        else:
+            data = self._rest.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.bytes_read += n
+        return n
+
+
+@dataclass
+class Chunk:
+    """One block of records: a DataFrame with CHUNK_COLUMNS and the bytes consumed so far."""
+
+    frame: pd.DataFrame
+    bytes_read: int
+
+
+class ContactFile:
+    """An open contacts file: its detected format and an iterator over record chunks."""
+
+    def __init__(self, stream: BinaryIO, file_name: str) -> None:
+        self.file_name = file_name
+        head = _read_at_least(stream, SAMPLE_BYTES)
+        self.format: FileFormat = detect_format(head, file_name)
+        self._raw = _CountingReader(head, stream)
+        self._text = io.TextIOWrapper(
+            io.BufferedReader(self._raw, buffer_size=1024 * 1024),
+            encoding=self.format.encoding,
+            newline="",
+        )
+        self.records_read = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self._raw.bytes_read
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        """Yield chunks of at most `chunk_size` records; blank lines are not records."""
+        fmt = self.format
+        reader = csv.reader(self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True)
+        header_seen = False
+        while True:
+            try:
+                batch = list(islice(reader, chunk_size))
+            except UnicodeDecodeError as exc:
+                raise UnreadableFileError(
+                    self.file_name,
+                    f"invalid {fmt.encoding} bytes ({exc.reason})",
+                    record=self.records_read + 1,
+                ) from exc
+            except csv.Error as exc:
+                raise UnreadableFileError(
+                    self.file_name, f"malformed CSV: {exc}", record=self.records_read + 1
+                ) from exc
+            if not batch:
+                return
+            records = [r for r in batch if any(r)]
+            if not header_seen and records:
+                # The header is the first non-blank record; detection already read it.
+                records = records[1:]
+                header_seen = True
+            frame = self._frame(records)
+            if len(frame):
+                yield Chunk(frame=frame, bytes_read=self.bytes_read)
+
+    def _frame(self, records: list[list[str]]) -> pd.DataFrame:
+        fmt = self.format
+        width = len(fmt.header)
+        raw = pd.DataFrame(records, dtype="str") if records else pd.DataFrame()
+        if raw.empty:
+            return pd.DataFrame({name: pd.Series(dtype="str") for name in CHUNK_COLUMNS})
+        raw = raw.apply(lambda s: s.str.strip()).replace("", None)
+        # A line of nothing but delimiters or spaces is a blank line too.
+        raw = raw[raw.notna().any(axis=1)].reset_index(drop=True)
+        out = pd.DataFrame(index=raw.index)
+        start = self.records_read + 1
+        out["row_number"] = pd.RangeIndex(start, start + len(raw))
+        self.records_read += len(raw)
+        for name in CANONICAL_FIELDS:
+            position = fmt.fields[name]
+            out[name] = raw[position] if position in raw.columns else None
+        extra_cols = [(name, i) for name, i in fmt.extras if i in raw.columns]
+        # Values past the header's width (ragged rows) are kept as column_N, never dropped.
+        extra_cols += [(f"column_{i + 1}", i) for i in raw.columns if i >= width]
+        if extra_cols:
+            extras = raw[[i for _, i in extra_cols]]
+            extras.columns = [name for name, _ in extra_cols]
+            extras = extras.dropna(axis=1, how="all")
+            has_any = extras.notna().any(axis=1)
+            lines = extras.to_json(orient="records", lines=True, force_ascii=False)
+            out["extra"] = pd.Series(lines.splitlines(), index=raw.index, dtype="str").where(
+                has_any, None
+            )
+        else:
+            out["extra"] = None
+        return out
+
+
+def _read_at_least(stream: BinaryIO, size: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        data = stream.read(size - total)
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
+
+
+def open_contact_file(stream: BinaryIO, file_name: str) -> ContactFile:
+    """Detect the format of `stream` and return a reader over its records."""
+    return ContactFile(stream, file_name)

@@ -1,0 +1,55 @@
+"""The one place that turns environment variables into settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CHUNK_SIZE = 50_000
+
+
+def project_root() -> Path:
+    """The checkout this package runs from, or the working directory for an installed copy."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline reads from the environment, with its defaults applied."""
+
+    database_url: str | None
+    landing_zone: str
+    data_dir: Path
+    chunk_size: int
+    aws_endpoint_url: str | None
+    aws_region: str | None
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from `environ` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    root = project_root()
+    data_dir = Path(env.get("INGESTION_DATA_DIR") or root / ".data")
+    landing = env.get("LANDING_ZONE") or str(root / "landing")
+    raw_chunk = env.get("IMPORT_CHUNK_SIZE") or str(DEFAULT_CHUNK_SIZE)
+    try:
+        chunk_size = int(raw_chunk)
+    except ValueError:
+        raise ValueError(f"IMPORT_CHUNK_SIZE must be a whole number, got {raw_chunk!r}") from None
+    if chunk_size < 1:
+        raise ValueError(f"IMPORT_CHUNK_SIZE must be at least 1, got {chunk_size}")
+    return Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        landing_zone=landing,
+        data_dir=data_dir,
+        chunk_size=chunk_size,
+        aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+    )
