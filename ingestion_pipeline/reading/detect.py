@@ -40,6 +40,8 @@ class FileFormat:
     header: tuple[str, ...]
     fields: dict[str, int]
     extras: tuple[tuple[str, int], ...] = field(default=())
+    # Set when the sample was pure ASCII: non-UTF-8 bytes met later are read in this encoding.
+    fallback_encoding: str | None = None
 
     @property
     def delimiter_name(self) -> str:
@@ -178,4 +180,5 @@ def detect_format(sample: bytes, file_name: str) -> FileFormat:
         header=tuple(header),
         fields={name: fields[name] for name in CANONICAL_FIELDS},
         extras=extras,
+        fallback_encoding="cp1252" if encoding == "utf-8" and sample.isascii() else None,
     )

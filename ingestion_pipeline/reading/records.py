@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,23 @@ csv.field_size_limit(min(sys.maxsize, 64 * 1024 * 1024))
 
 # Columns of every chunk, in order.
 CHUNK_COLUMNS: tuple[str, ...] = ("row_number", *CANONICAL_FIELDS, "extra")
+
+# Undecodable bytes are kept as lone surrogates (surrogateescape) so the record that holds them
+# can be named exactly; the counter says whether any file has met one since a chunk started.
+_ESCAPE_HANDLER = "contacts-surrogateescape"
+_escapes = [0]
+_SURROGATES = re.compile("[\udc80-\udcff]")
+
+
+_surrogateescape = codecs.lookup_error("surrogateescape")
+
+
+def _count_and_escape(exc: UnicodeError) -> tuple[str, int]:
+    _escapes[0] += 1
+    return _surrogateescape(exc)
+
+
+codecs.register_error(_ESCAPE_HANDLER, _count_and_escape)
 
 
 class _CountingReader(io.RawIOBase):
@@ -66,9 +85,11 @@ class ContactFile:
         self._text = io.TextIOWrapper(
             io.BufferedReader(self._raw, buffer_size=1024 * 1024),
             encoding=self.format.encoding,
+            errors=_ESCAPE_HANDLER,
             newline="",
         )
         self.records_read = 0
+        self._escapes_seen = _escapes[0]
 
     @property
     def bytes_read(self) -> int:
@@ -82,12 +103,6 @@ class ContactFile:
         while True:
             try:
                 batch = list(islice(reader, chunk_size))
-            except UnicodeDecodeError as exc:
-                raise UnreadableFileError(
-                    self.file_name,
-                    f"invalid {fmt.encoding} bytes ({exc.reason})",
-                    record=self.records_read + 1,
-                ) from exc
             except csv.Error as exc:
                 raise UnreadableFileError(
                     self.file_name, f"malformed CSV: {exc}", record=self.records_read + 1
@@ -103,12 +118,41 @@ class ContactFile:
             if len(frame):
                 yield Chunk(frame=frame, bytes_read=self.bytes_read)
 
+    def _repair_undecodable(self, records: list[list[str]]) -> list[list[str]]:
+        """Read escaped bytes in the fallback encoding, or name the first record holding one."""
+        fallback = self.format.fallback_encoding
+        repaired = []
+        for position, record in enumerate(records):
+            if not any(_SURROGATES.search(cell) for cell in record):
+                repaired.append(record)
+                continue
+            if fallback is None:
+                column = next(i for i, cell in enumerate(record) if _SURROGATES.search(cell))
+                escaped = bytes(ord(ch) - 0xDC00 for ch in _SURROGATES.findall(record[column]))
+                header = self.format.header
+                name = header[column] if column < len(header) else f"column_{column + 1}"
+                # Lines of bare delimiters are not records either.
+                blank = sum(1 for r in records[:position] if not any(c.strip() for c in r))
+                raise UnreadableFileError(
+                    self.file_name,
+                    f"invalid {self.format.encoding} bytes ({escaped!r} in {name})",
+                    record=self.records_read + position + 1 - blank,
+                )
+            repaired.append([_redecode(cell, fallback) for cell in record])
+        return repaired
+
     def _frame(self, records: list[list[str]]) -> pd.DataFrame:
         fmt = self.format
         width = len(fmt.header)
-        raw = pd.DataFrame(records, dtype="str") if records else pd.DataFrame()
-        if raw.empty:
+        if not records:
             return pd.DataFrame({name: pd.Series(dtype="str") for name in CHUNK_COLUMNS})
+        if _escapes[0] != self._escapes_seen:
+            records = self._repair_undecodable(records)
+        lengths = set(map(len, records))
+        if len(lengths) > 1:
+            longest = max(lengths)
+            records = [r + [""] * (longest - len(r)) for r in records]
+        raw = pd.DataFrame(records, dtype="str")
         raw = raw.apply(lambda s: s.str.strip()).replace("", None)
         # A line of nothing but delimiters or spaces is a blank line too.
         raw = raw[raw.notna().any(axis=1)].reset_index(drop=True)
@@ -134,6 +178,10 @@ class ContactFile:
         else:
             out["extra"] = None
         return out
+
+
+def _redecode(value: str, encoding: str) -> str:
+    return value.encode("utf-8", "surrogateescape").decode(encoding, "replace")
 
 
 def _read_at_least(stream: BinaryIO, size: int) -> bytes:

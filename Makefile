@@ -1,0 +1,52 @@
+# The commands a newcomer needs; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo dev test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install the project with its test tools
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml ## Import the bundled sample files on the embedded defaults
+	@set -e; for file in samples/*/*; do \
+		tenant=$$(basename $$(dirname $$file)); \
+		echo "$$ ingestion-pipeline import $$file --tenant $$tenant"; \
+		$(BIN)/ingestion-pipeline import $$file --tenant $$tenant; \
+		echo; \
+	done
+
+dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (sensors on) at http://127.0.0.1:3000
+	mkdir -p landing/uploads
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install ## Run the test suite (real PostgreSQL, S3 API served by moto on 127.0.0.1)
+	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove the virtualenv, the embedded database, Dagster home and the landing folder
+	-$(BIN)/python -c "import pgserver, pathlib; p = pathlib.Path('.data/pgdata'); p.exists() and pgserver.get_server(p, cleanup_mode='stop')" 2>/dev/null
+	rm -rf $(VENV) .data landing

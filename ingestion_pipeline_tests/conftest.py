@@ -1,0 +1,127 @@
+"""Shared fixtures: a real PostgreSQL database, a real S3 API (moto server), Dagster instances."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance, instance_for_test
+from sqlalchemy.engine import Engine, make_url
+
+from ingestion_pipeline.db.engine import dispose_engines, embedded_url, get_engine, normalize_url
+from ingestion_pipeline.landing import LocalLandingZone
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.settings import load_settings
+
+TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs")
+
+
+def _server_url() -> str:
+    """TEST_DATABASE_URL, else DATABASE_URL, else the embedded PostgreSQL of the project."""
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        return normalize_url(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return embedded_url(load_settings().data_dir, database="postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this test session on the chosen server, dropped at the end."""
+    server = make_url(_server_url())
+    name = f"ingestion_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    """The migrated test database, emptied before each test."""
+    engine = get_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def landing_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "landing"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def local_zone(landing_dir: Path) -> LocalLandingZone:
+    return LocalLandingZone(landing_dir)
+
+
+@pytest.fixture
+def resources(database_url: str, engine: Engine, landing_dir: Path) -> dict[str, object]:
+    """Dagster resources on the test database and a local landing folder."""
+    return {
+        "database": DatabaseResource(url=database_url),
+        "landing_zone": LandingZoneResource(url=str(landing_dir)),
+    }
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A real, temporary Dagster instance (SQLite storage in a temp dir)."""
+    with instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, spoken to over HTTP like any S3 API."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket on the S3 server."""
+    name = f"landing-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=name
+    )
+    return name
+
+
+@pytest.fixture
+def s3_resources(
+    database_url: str, engine: Engine, s3_endpoint: str, s3_bucket: str
+) -> dict[str, object]:
+    """Dagster resources on the test database and an S3 landing zone."""
+    return {
+        "database": DatabaseResource(url=database_url),
+        "landing_zone": LandingZoneResource(
+            url=f"s3://{s3_bucket}/incoming", endpoint_url=s3_endpoint, region_name="us-east-1"
+        ),
+    }

@@ -1,0 +1,184 @@
+"""Reading files as people export them: encodings, delimiters, quoting, headers, chunks."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from ingestion_pipeline.reading import UnreadableFileError, open_contact_file
+
+
+def read_all(data: bytes, name: str = "upload.csv", chunk_size: int = 1000):
+    source = open_contact_file(io.BytesIO(data), name)
+    frames = [chunk.frame for chunk in source.chunks(chunk_size)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return source.format, frame
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    out = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for row in out:
+        row["extra"] = json.loads(row["extra"]) if row["extra"] else None
+    return out
+
+
+def test_european_excel_semicolon_cp1252_crlf_and_blank_lines():
+    data = (
+        "E-Mail;Vorname;Nachname;Firma\r\n"
+        "jürgen@globex.de;Jürgen;Müller;Globex, München\r\n"
+        "\r\n"
+        ";;;\r\n"
+        "anna@globex.de;Anna;Schmidt;Globex\r\n"
+    ).encode("cp1252")
+    fmt, frame = read_all(data)
+    assert (fmt.encoding, fmt.delimiter) == ("cp1252", ";")
+    assert records(frame) == [
+        {
+            "row_number": 1,
+            "email": "jürgen@globex.de",
+            "first_name": "Jürgen",
+            "last_name": "Müller",
+            "company": "Globex, München",
+            "extra": None,
+        },
+        {
+            "row_number": 2,
+            "email": "anna@globex.de",
+            "first_name": "Anna",
+            "last_name": "Schmidt",
+            "company": "Globex",
+            "extra": None,
+        },
+    ]
+
+
+def test_excel_unicode_text_is_utf16_with_tabs():
+    text = "Email\tFirst Name\tLast Name\tCompany\r\nzoë@example.org\tZoë\tŁuk\t株式会社\r\n"
+    fmt, frame = read_all(text.encode("utf-16"), "export.txt")
+    assert (fmt.encoding, fmt.delimiter) == ("utf-16", "\t")
+    assert records(frame)[0]["last_name"] == "Łuk"
+    assert records(frame)[0]["company"] == "株式会社"
+
+
+def test_utf8_bom_header_padding_case_and_reordered_extra_columns():
+    data = codecs.BOM_UTF8 + (
+        ' "COMPANY " ,Notes, EMAIL ,Last_Name,first name,Phone\n'
+        "Acme,likes tea,ann@acme.io,Lee,Ann,555\n"
+    ).encode()
+    fmt, frame = read_all(data)
+    assert fmt.encoding == "utf-8-sig"
+    assert fmt.fields == {"email": 2, "first_name": 4, "last_name": 3, "company": 0}
+    (row,) = records(frame)
+    assert (row["email"], row["first_name"], row["last_name"], row["company"]) == (
+        "ann@acme.io",
+        "Ann",
+        "Lee",
+        "Acme",
+    )
+    assert row["extra"] == {"Notes": "likes tea", "Phone": "555"}
+
+
+def test_quoted_delimiters_quotes_and_newlines_inside_fields():
+    data = (
+        b"email,first_name,last_name,company,notes\r\n"
+        b'"a@b.io","Ann","O\'Neil","Acme, Inc","She said ""hi""\r\nthen left"\r\n'
+        b"c@d.io,Cy,Doe,Co,plain\r\n"
+    )
+    _, frame = read_all(data)
+    first, second = records(frame)
+    assert first["company"] == "Acme, Inc"
+    assert first["extra"] == {"notes": 'She said "hi"\r\nthen left'}
+    assert second["row_number"] == 2
+
+
+def test_trailing_delimiters_are_not_columns_and_ragged_rows_keep_their_values():
+    data = (
+        b"email;first_name;last_name;company;\n"
+        b"a@b.io;Ann;Lee;Acme;\n"
+        b"c@d.io;Cy;Doe\n"
+        b"e@f.io;Eve;Ray;Co;;surplus\n"
+    )
+    fmt, frame = read_all(data)
+    assert fmt.delimiter == ";"
+    rows = records(frame)
+    assert rows[0]["extra"] is None
+    assert rows[1]["company"] is None
+    assert rows[2]["extra"] == {"column_6": "surplus"}
+
+
+def test_latin1_fallback_for_bytes_cp1252_cannot_decode():
+    data = "email,first_name,last_name,company\na@b.io,Ann,Lee,Acme\x81\n".encode("latin-1")
+    fmt, frame = read_all(data)
+    assert fmt.encoding == "latin-1"
+    assert records(frame)[0]["company"] == "Acme\x81"
+
+
+def test_comma_in_semicolon_header_does_not_fool_the_delimiter_choice():
+    data = b"email;first_name;last_name;company;notes, misc\na@b.io;Ann;Lee;Acme, Inc;x, y\n"
+    fmt, frame = read_all(data)
+    assert fmt.delimiter == ";"
+    assert records(frame)[0]["company"] == "Acme, Inc"
+    assert records(frame)[0]["extra"] == {"notes, misc": "x, y"}
+
+
+def test_chunks_are_bounded_and_record_numbers_continue_across_chunks():
+    body = "".join(f"u{i}@x.io,F{i},L{i},C\n" for i in range(1, 26))
+    data = ("email,first_name,last_name,company\n" + body).encode()
+    source = open_contact_file(io.BytesIO(data), "many.csv")
+    chunks = list(source.chunks(10))
+    assert [len(c.frame) for c in chunks] == [9, 10, 6]  # the header counts against chunk one
+    numbers = pd.concat([c.frame["row_number"] for c in chunks]).tolist()
+    assert numbers == list(range(1, 26))
+    assert chunks[-1].bytes_read == len(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "the file is empty"),
+        (b"   \r\n\r\n", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "binary file"),
+        (bytes(range(256)) * 4, "binary file"),
+        (b"name,phone\nAnn,555\n", "no email column found; the header has: name, phone"),
+        (b"email,first_name,company\na@b.io,Ann,Acme\n", "missing required column(s) last_name"),
+        (
+            b"email,e-mail,first_name,last_name,company\n",
+            "several columns claim the same field (email: email, e-mail)",
+        ),
+    ],
+)
+def test_unreadable_files_are_rejected_with_the_file_name_and_reason(data, expected):
+    with pytest.raises(UnreadableFileError) as caught:
+        read_all(data, "bad-upload.csv")
+    assert str(caught.value).startswith("bad-upload.csv: ")
+    assert expected in str(caught.value)
+
+
+def test_header_only_file_has_no_records():
+    fmt, frame = read_all(b"email,first_name,last_name,company\r\n")
+    assert fmt.fields["email"] == 0
+    assert frame.empty
+
+
+def test_invalid_utf8_after_the_sample_names_the_exact_record():
+    head = "email,first_name,last_name,company\nzoë@b.io,Zoë,Lee,Acme\n"
+    head += "a@b.io,Ann,Lee,Acme\n" * 19_999
+    data = head.encode() + b"c@d.io,Bad\xff\xfe,Byte,Co\n" + b"e@f.io,Eve,Ray,Co\n"
+    with pytest.raises(UnreadableFileError) as caught:
+        read_all(data, "mixed.csv", chunk_size=5000)
+    assert str(caught.value) == (
+        "mixed.csv, record 20001: invalid utf-8 bytes (b'\\xff\\xfe' in first_name)"
+    )
+
+
+def test_ascii_head_then_cp1252_bytes_is_read_as_cp1252():
+    head = "email,first_name,last_name,company\n" + "a@b.io,Ann,Lee,Acme\n" * 20_000
+    data = head.encode() + "c@d.io,Zoë,Müller,Café\n".encode("cp1252")
+    fmt, frame = read_all(data, chunk_size=5000)
+    assert fmt.encoding == "utf-8"
+    last = records(frame)[-1]
+    assert (last["row_number"], last["first_name"], last["company"]) == (20_001, "Zoë", "Café")
