@@ -65,10 +65,13 @@ def test_excel_unicode_text_is_utf16_with_tabs():
 
 
 def test_utf8_bom_header_padding_case_and_reordered_extra_columns():
-    data = codecs.BOM_UTF8 + (
-        ' "COMPANY " ,Notes, EMAIL ,Last_Name,first name,Phone\n'
-        "Acme,likes tea,ann@acme.io,Lee,Ann,555\n"
-    ).encode()
+    data = (
+        codecs.BOM_UTF8
+        + (
+            b' "COMPANY " ,Notes, EMAIL ,Last_Name,first name,Phone\n'
+            b"Acme,likes tea,ann@acme.io,Lee,Ann,555\n"
+        )
+    )
     fmt, frame = read_all(data)
     assert fmt.encoding == "utf-8-sig"
     assert fmt.fields == {"email": 2, "first_name": 4, "last_name": 3, "company": 0}
