@@ -3,12 +3,10 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from ingestion_pipeline.constants import ASSET_GROUP
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 
 import_job = define_asset_job(
     name="import_job",
     selection=AssetSelection.groups(ASSET_GROUP),
-    partitions_def=import_jobs_partitions_def,
     executor_def=in_process_executor,
     description="Import one uploaded file: raw upload, staging rows, issues, contacts.",
 )

@@ -65,12 +65,9 @@ def test_excel_unicode_text_is_utf16_with_tabs():
 
 
 def test_utf8_bom_header_padding_case_and_reordered_extra_columns():
-    data = (
-        codecs.BOM_UTF8
-        + (
-            b' "COMPANY " ,Notes, EMAIL ,Last_Name,first name,Phone\n'
-            b"Acme,likes tea,ann@acme.io,Lee,Ann,555\n"
-        )
+    data = codecs.BOM_UTF8 + (
+        b' "COMPANY " ,Notes, EMAIL ,Last_Name,first name,Phone\n'
+        b"Acme,likes tea,ann@acme.io,Lee,Ann,555\n"
     )
     fmt, frame = read_all(data)
     assert fmt.encoding == "utf-8-sig"

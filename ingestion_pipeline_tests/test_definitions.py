@@ -1,0 +1,33 @@
+"""The code location loads, and holds what the README says it holds."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from dagster import AssetKey, DefaultSensorStatus, Definitions
+
+from ingestion_pipeline.constants import ASSET_GROUP, IMPORT_JOBS_PARTITIONS
+from ingestion_pipeline.definitions import defs
+
+
+def test_definitions_load():
+    Definitions.validate_loadable(defs)
+
+
+def test_asset_graph_is_raw_upload_staging_issues_contacts():
+    graph = defs.resolve_asset_graph()
+    keys = ["raw_upload", "staging_rows", "import_issues", "contacts"]
+    for upstream, downstream in pairwise(keys):
+        assert AssetKey(upstream) in graph.get(AssetKey(downstream)).parent_keys
+    for key in keys:
+        node = graph.get(AssetKey(key))
+        assert node.group_name == ASSET_GROUP
+        assert node.partitions_def.name == IMPORT_JOBS_PARTITIONS
+        assert node.description
+
+
+def test_upload_sensor_runs_by_default_and_targets_the_import_job():
+    sensor = defs.resolve_sensor_def("upload_sensor")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "import_job"
+    assert defs.resolve_job_def("import_job") is not None
