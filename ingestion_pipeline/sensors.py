@@ -1,7 +1,6 @@
 """Sensors: every new upload becomes an import job partition and one run."""
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -20,11 +19,11 @@ from ingestion_pipeline.jobs import import_job
 from ingestion_pipeline.landing import InvalidKeyError, ObjectInfo, job_id_for, parse_upload_key
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.settings import load_settings
 
 # LastModified has one-second resolution and listings can lag writes: objects this close to
 # the cursor are looked at again and recognised by key and ETag.
 LOOKBACK = timedelta(seconds=10)
-MAX_RUNS_PER_TICK = int(os.environ.get("UPLOAD_SENSOR_MAX_RUNS", "200"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -84,7 +83,7 @@ def upload_sensor(
         (obj for obj in landing_zone.get_zone().list(UPLOADS_PREFIX) if cursor.is_new(obj)),
         key=lambda o: (o.last_modified, o.key),
     )
-    taken = candidates[:MAX_RUNS_PER_TICK]
+    taken = candidates[: load_settings().sensor_max_runs]
     if not taken:
         return SkipReason("no new uploads")
 

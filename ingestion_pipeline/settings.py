@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CHUNK_SIZE = 50_000
+DEFAULT_SENSOR_MAX_RUNS = 200
 
 
 def project_root() -> Path:
@@ -26,6 +27,7 @@ class Settings:
     chunk_size: int
     aws_endpoint_url: str | None
     aws_region: str | None
+    sensor_max_runs: int
 
     @property
     def embedded_database(self) -> bool:
@@ -38,18 +40,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     root = project_root()
     data_dir = Path(env.get("INGESTION_DATA_DIR") or root / ".data")
     landing = env.get("LANDING_ZONE") or str(root / "landing")
-    raw_chunk = env.get("IMPORT_CHUNK_SIZE") or str(DEFAULT_CHUNK_SIZE)
-    try:
-        chunk_size = int(raw_chunk)
-    except ValueError:
-        raise ValueError(f"IMPORT_CHUNK_SIZE must be a whole number, got {raw_chunk!r}") from None
-    if chunk_size < 1:
-        raise ValueError(f"IMPORT_CHUNK_SIZE must be at least 1, got {chunk_size}")
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         landing_zone=landing,
         data_dir=data_dir,
-        chunk_size=chunk_size,
+        chunk_size=_positive_int(env, "IMPORT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE),
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        sensor_max_runs=_positive_int(env, "UPLOAD_SENSOR_MAX_RUNS", DEFAULT_SENSOR_MAX_RUNS),
     )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value

@@ -7,7 +7,6 @@ import pytest
 from dagster import Definitions, SensorResult, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from ingestion_pipeline import sensors
 from ingestion_pipeline.assets import IMPORT_ASSETS
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.jobs import import_job
@@ -93,7 +92,7 @@ def test_changed_object_is_a_new_job_and_an_identical_reupload_is_not(
 def test_requests_per_tick_are_capped_and_every_object_runs_exactly_once(
     instance, s3_resources, s3, monkeypatch
 ):
-    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 2)
+    monkeypatch.setenv("UPLOAD_SENSOR_MAX_RUNS", "2")
     # Written back to back: most share one LastModified second, the cursor's hard case.
     for i in range(7):
         s3(f"uploads/t{i % 3}/f{i}.csv", csv_text(f"u{i}@x.io,A,B,C"))
