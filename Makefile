@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo dev test lint format clean
+.PHONY: help install demo dev test lint format db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean: ## Remove the virtualenv, the embedded database, Dagster home and the landing folder
-	-$(BIN)/python -c "import pgserver, pathlib; p = pathlib.Path('.data/pgdata'); p.exists() and pgserver.get_server(p, cleanup_mode='stop')" 2>/dev/null
+db-stop: ## Stop the embedded PostgreSQL (it is started again on first use)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -W ignore -c "from pathlib import Path; \
+		from ingestion_pipeline.db.engine import stop_embedded; \
+		from ingestion_pipeline.settings import load_settings; \
+		print('stopped' if stop_embedded(load_settings().data_dir) else 'not running')"; fi
+
+clean: db-stop ## Stop the embedded PostgreSQL; remove .venv, .data and the landing folder
 	rm -rf $(VENV) .data landing

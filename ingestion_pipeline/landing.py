@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, ClassVar, Protocol
 
 from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, UPLOADS_PREFIX
 
@@ -96,7 +96,10 @@ def job_id_for(tenant_id: str, key: str, etag: str) -> str:
 
 
 class LocalLandingZone:
-    """A folder laid out like the bucket; the ETag is derived from size and mtime."""
+    """A folder laid out like the bucket; the ETag is the MD5 of the content, as S3's is."""
+
+    # (path, size, mtime_ns) -> md5: a file is hashed once per version per process.
+    _digests: ClassVar[dict[tuple[str, int, int], str]] = {}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
@@ -107,12 +110,16 @@ class LocalLandingZone:
             raise InvalidKeyError(f"{key!r} points outside the landing zone")
         return path
 
-    @staticmethod
-    def _info(key: str, stat: os.stat_result) -> ObjectInfo:
-        tag = hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    def _info(self, key: str, path: Path, stat: os.stat_result) -> ObjectInfo:
+        version = (str(path), stat.st_size, stat.st_mtime_ns)
+        digest = self._digests.get(version)
+        if digest is None:
+            with path.open("rb") as handle:
+                digest = _md5_of(handle)
+            self._digests[version] = digest
         return ObjectInfo(
             key=key,
-            etag=tag,
+            etag=digest,
             size=stat.st_size,
             last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
         )
@@ -127,20 +134,21 @@ class LocalLandingZone:
                 path = Path(dirpath) / name
                 key = path.relative_to(self.root).as_posix()
                 try:
-                    yield self._info(key, path.stat())
+                    yield self._info(key, path, path.stat())
                 except FileNotFoundError:
                     continue
 
     def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
         try:
-            return self._info(key, self._path(key).stat())
+            return self._info(key, path, path.stat())
         except FileNotFoundError:
             return None
 
     def open(self, key: str, etag: str | None = None) -> BinaryIO:
         path = self._path(key)
         handle = path.open("rb")
-        if etag is not None and self._info(key, os.fstat(handle.fileno())).etag != etag:
+        if etag is not None and self._info(key, path, os.fstat(handle.fileno())).etag != etag:
             handle.close()
             raise ObjectChangedError(f"{key} changed since it was uploaded (version {etag})")
         return handle

@@ -94,3 +94,11 @@ def test_local_zone_refuses_keys_that_escape_its_folder(tmp_path):
     with pytest.raises(InvalidKeyError, match="outside the landing zone"):
         zone.write("../escape.csv", b"x")
     assert not (tmp_path / "escape.csv").exists()
+
+
+def test_identical_content_keeps_its_version_and_changed_content_gets_a_new_one(
+    zone: LandingZone,
+):
+    first = zone.write("uploads/acme/a.csv", b"email\nx@y.io\n")
+    assert zone.write("uploads/acme/a.csv", b"email\nx@y.io\n").etag == first.etag
+    assert zone.write("uploads/acme/a.csv", b"email\nz@y.io\n").etag != first.etag

@@ -84,3 +84,21 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL under `data_dir` if it runs; True if it was stopped."""
+    import os
+    import subprocess
+
+    from pgserver import pg_ctl
+
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs it as this user under root
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
