@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingestion_pipeline.constants import TENANT_TAG, JobStatus
-from ingestion_pipeline.db.jobs import NewJob, get_job, job_summary, register_jobs
+from ingestion_pipeline.constants import CANONICAL_FIELDS, TENANT_TAG, JobStatus
+from ingestion_pipeline.db.jobs import NewJob, get_job, job_summary, list_jobs, register_jobs
 from ingestion_pipeline.landing import (
     TENANT_PATTERN,
     InvalidKeyError,
@@ -39,12 +39,8 @@ def _tenant(value: str) -> str:
 
 def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str, Any]:
     """Put `path` into the landing zone for `tenant` and materialize its job in-process."""
-    from dagster import materialize
-
     from ingestion_pipeline.assets import IMPORT_ASSETS
-    from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
-    from ingestion_pipeline.instance import get_instance
-    from ingestion_pipeline.resources import build_resources, database_engine, landing_zone
+    from ingestion_pipeline.resources import database_engine, landing_zone
 
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
@@ -61,25 +57,40 @@ def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str,
         job = get_job(conn, job_id)
     assert job is not None
     if job["status"] != JobStatus.COMPLETED.value:
-        instance = get_instance(settings)
-        if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
-            instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
-        materialize(
-            IMPORT_ASSETS,
-            partition_key=job_id,
-            instance=instance,
-            resources=build_resources(settings),
-            tags={TENANT_TAG: tenant},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        _materialize(job, IMPORT_ASSETS, log_level)
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None
         return job_summary(conn, job)
 
 
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def _materialize(job: dict[str, Any], selection: list, log_level: str) -> bool:
+    """Run `selection` for the job's partition in-process on the shared instance."""
+    from dagster import materialize
+
+    from ingestion_pipeline.assets import IMPORT_ASSETS
+    from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
+    from ingestion_pipeline.instance import get_instance
+    from ingestion_pipeline.resources import build_resources
+
+    settings = load_settings()
+    instance = get_instance(settings)
+    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job["job_id"]):
+        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job["job_id"]])
+    result = materialize(
+        IMPORT_ASSETS,
+        selection=selection,
+        partition_key=job["job_id"],
+        instance=instance,
+        resources=build_resources(settings),
+        tags={TENANT_TAG: job["tenant_id"]},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=False,
+    )
+    return result.success
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 10) -> None:
     if as_json:
         keys = (
             "job_id",
@@ -102,40 +113,263 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     )
     if summary["encoding"]:
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
-    for issue in summary["issues"][:10]:
+    shown = summary["issues"] if limit is None else summary["issues"][:limit]
+    for issue in shown:
         rows = ", ".join(map(str, issue["rows"][:8])) + (", ..." if len(issue["rows"]) > 8 else "")
         print(f"  - {issue['kind']} [{issue['field']}] rows {rows}: {issue['message']}")
-    if len(summary["issues"]) > 10:
-        print(f"  ... and {len(summary['issues']) - 10} more issue(s)")
+    if len(shown) < len(summary["issues"]):
+        print(f"  ... and {len(summary['issues']) - len(shown)} more issue(s)")
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    summary = run_import(Path(args.path), args.tenant, "INFO" if args.verbose else "ERROR")
+    summary = run_import(Path(args.path), args.tenant, _log_level(args))
+    return _finish(summary, args.json)
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    return "INFO" if getattr(args, "verbose", False) else "ERROR"
+
+
+def _finish(summary: dict[str, Any], as_json: bool) -> int:
+    """Print a job summary and turn its status into the exit code."""
     if summary["status"] == JobStatus.FAILED.value:
-        print(f"{args.path}: import rejected: {summary['error']}", file=sys.stderr)
-        _print_summary(summary, args.json)
+        print(f"{summary['file']}: import rejected: {summary['error']}", file=sys.stderr)
+        _print_summary(summary, as_json)
         return EXIT_REJECTED
-    _print_summary(summary, args.json)
+    _print_summary(summary, as_json)
     if summary["status"] in (JobStatus.COMPLETED.value, JobStatus.NEEDS_REVIEW.value):
+        if summary["error"]:
+            print(f"{summary['job_id']}: {summary['error']}", file=sys.stderr)
+            return EXIT_ERROR
         return EXIT_OK
     print(f"{summary['job_id']}: the run stopped in state {summary['status']}", file=sys.stderr)
     return EXIT_ERROR
 
 
+def _engine():
+    from ingestion_pipeline.resources import database_engine
+
+    return database_engine(load_settings())
+
+
+def _job(conn, job_id: str, tenant: str | None) -> dict[str, Any]:
+    """The job, if it exists and (with --tenant) belongs to that tenant; else a usage error."""
+    job = get_job(conn, job_id)
+    if job is None or (tenant is not None and job["tenant_id"] != tenant):
+        scope = f" for tenant {tenant}" if tenant is not None else ""
+        raise UsageError(f"no import job {job_id!r}{scope}")
+    return job
+
+
+def _open_job(job_id: str, tenant: str | None) -> dict[str, Any]:
+    with _engine().connect() as conn:
+        return _job(conn, job_id, tenant)
+
+
+def _editable_job(job_id: str, tenant: str | None) -> dict[str, Any]:
+    job = _open_job(job_id, tenant)
+    if job["status"] == JobStatus.COMPLETED.value:
+        raise UsageError(f"job {job_id} is already COMPLETED; its contacts are loaded")
+    if job["status"] not in (JobStatus.NEEDS_REVIEW.value, JobStatus.PROCESSING.value):
+        raise UsageError(f"job {job_id} is {job['status']}; only jobs under review take decisions")
+    return job
+
+
+def _record(job: dict[str, Any], decisions: list, source: str) -> int:
+    from ingestion_pipeline.db.review import ReviewError, record_decisions
+
+    try:
+        with _engine().begin() as conn:
+            return record_decisions(conn, job, decisions, source)
+    except ReviewError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _row_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"ROW must be a record number, got {value!r}") from None
+    if number < 1:
+        raise UsageError(f"ROW must be 1 or more, got {number}")
+    return number
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    with _engine().connect() as conn:
+        jobs = list_jobs(conn, tenant_id=args.tenant, status=args.status)
+    keys = (
+        "job_id",
+        "tenant_id",
+        "status",
+        "source_key",
+        "total_rows",
+        "processed_rows",
+        "issue_count",
+        "contacts_created",
+        "error",
+    )
+    if args.json:
+        out = [{**{k: j[k] for k in keys}, "created_at": j["created_at"].isoformat()} for j in jobs]
+        print(json.dumps(out, ensure_ascii=False))
+        return EXIT_OK
+    if not jobs:
+        print("no import jobs")
+    for j in jobs:
+        print(
+            f"{j['job_id']:<48} {j['status']:<12} {j['tenant_id']:<16} "
+            f"rows {j['processed_rows']}/{j['total_rows'] or 0}  issues {j['issue_count']}  "
+            f"contacts {j['contacts_created']}"
+        )
+    return EXIT_OK
+
+
+def _cmd_issues(args: argparse.Namespace) -> int:
+    with _engine().connect() as conn:
+        summary = job_summary(conn, _job(conn, args.job, args.tenant))
+    if args.json:
+        keys = ("job_id", "tenant", "status", "issue_count", "issues")
+        print(json.dumps({k: summary[k] for k in keys}, ensure_ascii=False))
+    else:
+        _print_summary(summary, False, limit=None)
+    return EXIT_OK
+
+
+def _cmd_fix(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.review import Decision
+
+    job = _editable_job(args.job, args.tenant)
+    changes: dict[str, str | None] = {}
+    for assignment in args.assignments:
+        name, sep, value = assignment.partition("=")
+        name = name.strip().lower()
+        if not sep:
+            raise UsageError(f"expected FIELD=VALUE, got {assignment!r}")
+        if name not in CANONICAL_FIELDS:
+            raise UsageError(f"unknown field {name!r}; fields: {', '.join(CANONICAL_FIELDS)}")
+        changes[name] = value.strip() or None
+    row = _row_number(args.row)
+    _record(job, [Decision(row, "fix", changes)], "cli")
+    fields = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+    print(
+        f"{job['job_id']}: record {row} will be fixed ({fields}); "
+        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+    )
+    return EXIT_OK
+
+
+def _cmd_discard(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.review import Decision
+
+    job = _editable_job(args.job, args.tenant)
+    rows = [_row_number(r) for r in args.rows]
+    _record(job, [Decision(n, "discard") for n in rows], "cli")
+    print(
+        f"{job['job_id']}: record(s) {', '.join(map(str, rows))} will be discarded; "
+        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+    )
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.db.review import rows_for_review
+    from ingestion_pipeline.review import render_issues_csv
+
+    with _engine().connect() as conn:
+        job = _job(conn, args.job, args.tenant)
+        content = render_issues_csv(rows_for_review(conn, job["job_id"]))
+    if args.out:
+        Path(args.out).write_bytes(content)
+        print(f"{job['job_id']}: rows to review written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(content)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.review import DecisionFileError, parse_decisions
+
+    job = _editable_job(args.job, args.tenant)
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        with path.open("rb") as stream:
+            decisions = parse_decisions(stream, path.name)
+    except DecisionFileError as exc:
+        raise UsageError(str(exc)) from exc
+    count = _record(job, decisions, f"cli:{path.name}")
+    print(
+        f"{job['job_id']}: {count} decision(s) recorded from {path}; "
+        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+    )
+    return EXIT_OK
+
+
+def _cmd_reprocess(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.assets import REPROCESS_ASSETS
+
+    job = _open_job(args.job, args.tenant)
+    if job["status"] != JobStatus.COMPLETED.value:
+        _materialize(job, REPROCESS_ASSETS, _log_level(args))
+    with _engine().connect() as conn:
+        summary = job_summary(conn, _job(conn, args.job, args.tenant))
+    return _finish(summary, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ingestion-pipeline",
-        description="Import contact files into PostgreSQL through Dagster assets.",
+        description="Import contact files into PostgreSQL through Dagster assets, and review them.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    p_import = commands.add_parser(
-        "import", help="import a file for a tenant (runs the import job in-process)"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, help_text: str, handler, *, job: bool = False
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if job:
+            sub.add_argument("job", metavar="JOB", help="import job id (see `jobs`)")
+            sub.add_argument("--tenant", type=_tenant, help="act only on this tenant's jobs")
+        return sub
+
+    p = command("import", "import a file for a tenant (runs the import in-process)", _cmd_import)
+    p.add_argument("path", metavar="PATH", help="CSV/TSV/TXT file to import")
+    p.add_argument("--tenant", required=True, type=_tenant, help="tenant id (a slug)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
+
+    p = command("jobs", "list import jobs, newest first", _cmd_jobs)
+    p.add_argument("--tenant", type=_tenant, help="only this tenant's jobs")
+    p.add_argument("--status", type=str.upper, choices=[s.value for s in JobStatus])
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+
+    p = command("issues", "show a job's open issues", _cmd_issues, job=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("fix", "correct fields of a record (applied by `reprocess`)", _cmd_fix, job=True)
+    p.add_argument("row", metavar="ROW", help="record number, as in `issues`")
+    p.add_argument(
+        "assignments",
+        metavar="FIELD=VALUE",
+        nargs="+",
+        help=f"new values; fields: {', '.join(CANONICAL_FIELDS)}",
     )
-    p_import.add_argument("path", help="CSV/TSV/TXT file to import")
-    p_import.add_argument("--tenant", required=True, type=_tenant, help="tenant id (a slug)")
-    p_import.add_argument("--json", action="store_true", help="print one JSON object")
-    p_import.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
-    p_import.set_defaults(handler=_cmd_import)
+
+    p = command("discard", "set records aside (applied by `reprocess`)", _cmd_discard, job=True)
+    p.add_argument("rows", metavar="ROW", nargs="+", help="record numbers, as in `issues`")
+
+    p = command("export", "write the rows to review as CSV", _cmd_export, job=True)
+    p.add_argument("--out", metavar="FILE", help="write here instead of to stdout")
+
+    p = command("apply", "record the decisions of a review CSV", _cmd_apply, job=True)
+    p.add_argument("file", metavar="FILE", help="the exported CSV with the action column filled")
+
+    p = command("reprocess", "apply decisions, revalidate, load if clean", _cmd_reprocess, job=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
     return parser
 
 

@@ -3,13 +3,13 @@
 from dagster import Definitions
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
-from ingestion_pipeline.jobs import import_job
+from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
-from ingestion_pipeline.sensors import upload_sensor
+from ingestion_pipeline.sensors import review_sensor, upload_sensor
 
 defs = Definitions(
     assets=IMPORT_ASSETS,
-    jobs=[import_job],
-    sensors=[upload_sensor],
+    jobs=[import_job, reprocess_job],
+    sensors=[upload_sensor, review_sensor],
     resources=build_resources(),
 )

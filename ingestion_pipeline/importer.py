@@ -21,10 +21,25 @@ from ingestion_pipeline.db.consolidation import (
     consolidate_job,
 )
 from ingestion_pipeline.db.jobs import get_job, staged_row_count, update_job
+from ingestion_pipeline.db.review import (
+    ReviewError,
+    apply_decisions,
+    claim_review_file,
+    record_decisions,
+    review_file_seen,
+    rows_for_review,
+)
 from ingestion_pipeline.db.staging import copy_chunk, prepare_chunk
 from ingestion_pipeline.db.validation import ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
 from ingestion_pipeline.reading import FileFormat, open_contact_file
+from ingestion_pipeline.review import (
+    DecisionFileError,
+    decisions_key,
+    issues_key,
+    parse_decisions,
+    render_issues_csv,
+)
 
 
 class Route(str, Enum):
@@ -203,3 +218,47 @@ def consolidate(engine: Engine, job: dict[str, Any]) -> ConsolidationResult:
         validate(engine, job)
         with engine.begin() as conn:
             return consolidate_job(conn, job["job_id"])
+
+
+@dataclass
+class ReviewOutcome:
+    """What the reviewed_staging step did for one job."""
+
+    decisions_file: str | None = None
+    decisions_loaded: int = 0
+    fixed: int = 0
+    discarded: int = 0
+
+
+def apply_review(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> ReviewOutcome:
+    """Load a new decisions file from the landing zone, then apply every pending decision.
+
+    A decisions file version is read once (tracked by its ETag); a bad file raises
+    DecisionFileError and changes nothing.
+    """
+    outcome = ReviewOutcome()
+    key = decisions_key(job["job_id"])
+    info = landing.stat(key)
+    with engine.begin() as conn:
+        if info is not None and not review_file_seen(conn, job["job_id"], info.etag):
+            with landing.open(key, info.etag) as stream:
+                decisions = parse_decisions(stream, key)
+            try:
+                record_decisions(conn, job, decisions, source=f"file:{info.etag}")
+            except ReviewError as exc:
+                raise DecisionFileError(f"{key}: {exc}") from exc
+            claim_review_file(conn, job["job_id"], info.etag, len(decisions))
+            outcome.decisions_file = landing.describe(key)
+            outcome.decisions_loaded = len(decisions)
+        applied = apply_decisions(conn, job["job_id"])
+    outcome.fixed, outcome.discarded = applied.fixed, applied.discarded
+    return outcome
+
+
+def write_review_file(engine: Engine, landing: LandingZone, job_id: str) -> str:
+    """Write reviews/<job_id>/issues.csv with the rows that need a reviewer; returns where."""
+    with engine.connect() as conn:
+        content = render_issues_csv(rows_for_review(conn, job_id))
+    key = issues_key(job_id)
+    landing.write(key, content)
+    return landing.describe(key)

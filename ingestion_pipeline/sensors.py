@@ -1,4 +1,4 @@
-"""Sensors: every new upload becomes an import job partition and one run."""
+"""Sensors: new uploads become import jobs and runs; new decision files start reprocessing."""
 
 import json
 from dataclasses import dataclass, field
@@ -13,12 +13,19 @@ from dagster import (
     sensor,
 )
 
-from ingestion_pipeline.constants import TENANT_TAG, UPLOADS_PREFIX
-from ingestion_pipeline.db.jobs import NewJob, register_jobs
-from ingestion_pipeline.jobs import import_job
-from ingestion_pipeline.landing import InvalidKeyError, ObjectInfo, job_id_for, parse_upload_key
+from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
+from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.jobs import import_job, reprocess_job
+from ingestion_pipeline.landing import (
+    InvalidKeyError,
+    LandingZone,
+    ObjectInfo,
+    job_id_for,
+    parse_upload_key,
+)
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.review import parse_decisions_key
 from ingestion_pipeline.settings import load_settings
 
 # LastModified has one-second resolution and listings can lag writes: objects this close to
@@ -28,14 +35,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
-class UploadCursor:
+class ListingCursor:
     """High-water mark of LastModified plus the objects seen within LOOKBACK of it."""
 
     since: datetime = _EPOCH
     recent: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: str | None) -> "UploadCursor":
+    def parse(cls, raw: str | None) -> "ListingCursor":
         if not raw:
             return cls()
         data = json.loads(raw)
@@ -78,12 +85,8 @@ def upload_sensor(
     database: DatabaseResource,
 ) -> SensorResult | SkipReason:
     """List uploads/, register new object versions as jobs and request one run for each."""
-    cursor = UploadCursor.parse(context.cursor)
-    candidates = sorted(
-        (obj for obj in landing_zone.get_zone().list(UPLOADS_PREFIX) if cursor.is_new(obj)),
-        key=lambda o: (o.last_modified, o.key),
-    )
-    taken = candidates[: load_settings().sensor_max_runs]
+    cursor = ListingCursor.parse(context.cursor)
+    candidates, taken = new_objects(landing_zone.get_zone(), UPLOADS_PREFIX, cursor)
     if not taken:
         return SkipReason("no new uploads")
 
@@ -119,3 +122,55 @@ def upload_sensor(
         else [],
         cursor=cursor.dump(),
     )
+
+
+def new_objects(
+    zone: LandingZone, prefix: str, cursor: ListingCursor
+) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+    """Objects under `prefix` the cursor has not seen, oldest first, and the share for this tick."""
+    candidates = sorted(
+        (obj for obj in zone.list(prefix) if cursor.is_new(obj)),
+        key=lambda o: (o.last_modified, o.key),
+    )
+    return candidates, candidates[: load_settings().sensor_max_runs]
+
+
+@sensor(
+    name="review_sensor",
+    job=reprocess_job,
+    minimum_interval_seconds=15,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Reprocesses a job when a reviewer uploads reviews/<job_id>/decisions.csv.",
+)
+def review_sensor(
+    context: SensorEvaluationContext,
+    landing_zone: LandingZoneResource,
+    database: DatabaseResource,
+) -> SensorResult | SkipReason:
+    """Request a reprocessing run for each new version of a decisions file."""
+    cursor = ListingCursor.parse(context.cursor)
+    _, taken = new_objects(landing_zone.get_zone(), REVIEWS_PREFIX, cursor)
+    requests: list[RunRequest] = []
+    with database.get_engine().connect() as conn:
+        for obj in taken:
+            job_id = parse_decisions_key(obj.key)
+            if job_id is None:
+                continue  # the pipeline's own issues.csv, or other files reviewers keep there
+            job = get_job(conn, job_id)
+            if job is None:
+                context.log.warning(f"skipped: {obj.key!r} names no import job")
+                continue
+            if job["status"] == JobStatus.COMPLETED.value:
+                context.log.warning(f"skipped: {obj.key!r}: job {job_id} is already COMPLETED")
+                continue
+            requests.append(
+                RunRequest(
+                    partition_key=job_id,
+                    run_key=f"{obj.key}:{obj.etag}",
+                    tags={TENANT_TAG: job["tenant_id"]},
+                )
+            )
+    if not taken:
+        return SkipReason("no new decision files")
+    cursor.advance(taken)
+    return SensorResult(run_requests=requests, cursor=cursor.dump())

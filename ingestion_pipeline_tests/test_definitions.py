@@ -14,9 +14,9 @@ def test_definitions_load():
     Definitions.validate_loadable(defs)
 
 
-def test_asset_graph_is_raw_upload_staging_issues_contacts():
+def test_asset_graph_is_upload_staging_review_issues_contacts():
     graph = defs.resolve_asset_graph()
-    keys = ["raw_upload", "staging_rows", "import_issues", "contacts"]
+    keys = ["raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"]
     for upstream, downstream in pairwise(keys):
         assert AssetKey(upstream) in graph.get(AssetKey(downstream)).parent_keys
     for key in keys:
@@ -31,3 +31,15 @@ def test_upload_sensor_runs_by_default_and_targets_the_import_job():
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.job_name == "import_job"
     assert defs.resolve_job_def("import_job") is not None
+
+
+def test_review_sensor_targets_the_reprocess_job_which_reads_no_file():
+    sensor = defs.resolve_sensor_def("review_sensor")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "reprocess_job"
+    selected = defs.resolve_job_def("reprocess_job").asset_layer.selected_asset_keys
+    assert selected == {
+        AssetKey("reviewed_staging"),
+        AssetKey("import_issues"),
+        AssetKey("contacts"),
+    }

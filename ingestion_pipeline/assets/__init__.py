@@ -1,10 +1,21 @@
-"""The import's assets by stage: raw upload -> staging rows -> issues -> contacts."""
+"""The import's assets by stage: raw upload -> staging -> reviewed staging -> issues -> contacts."""
 
 from ingestion_pipeline.assets.contacts import contacts
 from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.assets.raw_upload import raw_upload
+from ingestion_pipeline.assets.review import reviewed_staging
 from ingestion_pipeline.assets.staging import staging_rows
 
-IMPORT_ASSETS = [raw_upload, staging_rows, import_issues, contacts]
+IMPORT_ASSETS = [raw_upload, staging_rows, reviewed_staging, import_issues, contacts]
+# What reprocessing a job after review re-materializes: no file is read.
+REPROCESS_ASSETS = [reviewed_staging, import_issues, contacts]
 
-__all__ = ["IMPORT_ASSETS", "contacts", "import_issues", "raw_upload", "staging_rows"]
+__all__ = [
+    "IMPORT_ASSETS",
+    "REPROCESS_ASSETS",
+    "contacts",
+    "import_issues",
+    "raw_upload",
+    "reviewed_staging",
+    "staging_rows",
+]

@@ -11,23 +11,27 @@ from ingestion_pipeline.assets.common import (
     job_for,
     job_metadata,
 )
-from ingestion_pipeline.assets.staging import staging_rows
-from ingestion_pipeline.constants import ASSET_GROUP, IssueKind
+from ingestion_pipeline.assets.review import reviewed_staging
+from ingestion_pipeline.constants import ASSET_GROUP, IssueKind, JobStatus
 from ingestion_pipeline.db.jobs import get_job, issue_counts_by_kind, list_issues
-from ingestion_pipeline.importer import Route, validate
+from ingestion_pipeline.importer import Route, validate, write_review_file
 from ingestion_pipeline.partitions import import_jobs_partitions_def
-from ingestion_pipeline.resources import DatabaseResource
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
 @asset(
     name="import_issues",
     group_name=ASSET_GROUP,
     partitions_def=import_jobs_partitions_def,
-    deps=[staging_rows],
+    deps=[reviewed_staging],
     retry_policy=IMPORT_RETRY_POLICY,
     kinds={"postgres", "pandera"},
 )
-def import_issues(context: AssetExecutionContext, database: DatabaseResource) -> MaterializeResult:
+def import_issues(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    landing_zone: LandingZoneResource,
+) -> MaterializeResult:
     """Open and resolved issues of one job: row rules, in-file duplicates, existing contacts."""
     engine = database.get_engine()
     job, route = job_for(context, engine)
@@ -43,10 +47,16 @@ def import_issues(context: AssetExecutionContext, database: DatabaseResource) ->
         job = get_job(conn, job["job_id"]) or job
         counts = issue_counts_by_kind(conn, job["job_id"])
         open_issues = list_issues(conn, job["job_id"])
+    review_file = ""
+    if job["status"] == JobStatus.NEEDS_REVIEW.value:
+        with failing_job(engine, job["job_id"]):
+            review_file = write_review_file(engine, landing_zone.get_zone(), job["job_id"])
+        context.log.info(f"{job['job_id']}: rows to review written to {review_file}")
     return MaterializeResult(
         metadata={
             **metadata,
             "status": job["status"],
+            "review_file": review_file,
             "issue_count": job["issue_count"],
             **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
             "seconds": round(time.perf_counter() - started, 3),

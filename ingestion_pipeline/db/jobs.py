@@ -109,3 +109,15 @@ def job_summary(conn: Connection, job: Mapping[str, Any]) -> dict[str, Any]:
             for i in list_issues(conn, job["job_id"])
         ],
     }
+
+
+def list_jobs(
+    conn: Connection, *, tenant_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, optionally of one tenant and one status."""
+    query = sa.select(import_jobs).order_by(import_jobs.c.created_at.desc(), import_jobs.c.job_id)
+    if tenant_id is not None:
+        query = query.where(import_jobs.c.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(import_jobs.c.status == status)
+    return [dict(row) for row in conn.execute(query).mappings()]

@@ -122,3 +122,41 @@ contacts = sa.Table(
     sa.UniqueConstraint("tenant_id", "email_normalized", name="uq_contacts_tenant_email"),
     sa.Index("ix_contacts_job", "job_id"),
 )
+
+# A reviewer's decision on one staged row: fix some fields, or discard the row. Decisions are
+# recorded first and applied by the reviewed_staging asset, latest per row winning.
+review_decisions = sa.Table(
+    "review_decisions",
+    metadata,
+    sa.Column("decision_id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("job_id", sa.Text, nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("changes", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("applied_at", sa.DateTime(timezone=True)),
+    sa.ForeignKeyConstraint(
+        ["job_id", "row_number"],
+        ["staging_rows.job_id", "staging_rows.row_number"],
+        ondelete="CASCADE",
+        name="fk_review_decisions_row",
+    ),
+    sa.CheckConstraint("action IN ('fix', 'discard')", name="ck_review_decisions_action"),
+    sa.Index("ix_review_decisions_pending", "job_id", "applied_at"),
+)
+
+# Decision files taken from reviews/<job_id>/decisions.csv, one row per object version read.
+review_files = sa.Table(
+    "review_files",
+    metadata,
+    sa.Column(
+        "job_id",
+        sa.Text,
+        sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("etag", sa.Text, primary_key=True),
+    sa.Column("decisions", sa.Integer, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+)

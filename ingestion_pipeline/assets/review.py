@@ -1,0 +1,69 @@
+"""Reviewed staging: the staging rows after reviewers' fixes and discards."""
+
+from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
+
+from ingestion_pipeline.assets.common import (
+    IMPORT_RETRY_POLICY,
+    failing_job,
+    job_for,
+    job_metadata,
+)
+from ingestion_pipeline.assets.staging import staging_rows
+from ingestion_pipeline.constants import ASSET_GROUP, JobStatus
+from ingestion_pipeline.db.jobs import update_job
+from ingestion_pipeline.importer import Route, apply_review, mark_processing
+from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.review import DecisionFileError, decisions_key
+
+
+@asset(
+    name="reviewed_staging",
+    group_name=ASSET_GROUP,
+    partitions_def=import_jobs_partitions_def,
+    deps=[staging_rows],
+    retry_policy=IMPORT_RETRY_POLICY,
+    kinds={"postgres"},
+)
+def reviewed_staging(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    landing_zone: LandingZoneResource,
+) -> MaterializeResult:
+    """Staging rows with review decisions applied; materialize it to reprocess a job."""
+    engine = database.get_engine()
+    job, route = job_for(context, engine)
+    metadata = job_metadata(job, route)
+    if route is Route.DONE:
+        return MaterializeResult(metadata={**metadata, "fixed": 0, "discarded": 0})
+    if job["status"] == JobStatus.NEEDS_REVIEW.value:
+        mark_processing(engine, job["job_id"])
+    with failing_job(engine, job["job_id"]):
+        try:
+            outcome = apply_review(engine, landing_zone.get_zone(), job)
+        except DecisionFileError as exc:
+            # The job is fine; the reviewer's file is not, so the job stays under review.
+            with engine.begin() as conn:
+                update_job(conn, job["job_id"], status=JobStatus.NEEDS_REVIEW, error=str(exc))
+            raise Failure(
+                description=str(exc),
+                metadata={"job_id": job["job_id"], "decisions_file": decisions_key(job["job_id"])},
+                allow_retries=False,
+            ) from exc
+    if outcome.decisions_file:
+        context.log.info(
+            f"{job['job_id']}: read {outcome.decisions_loaded} decision(s) from "
+            f"{outcome.decisions_file}"
+        )
+    context.log.info(
+        f"{job['job_id']}: {outcome.fixed} row(s) fixed, {outcome.discarded} discarded"
+    )
+    return MaterializeResult(
+        metadata={
+            **metadata,
+            "fixed": outcome.fixed,
+            "discarded": outcome.discarded,
+            "decisions_file": outcome.decisions_file or "",
+            "decisions_loaded": outcome.decisions_loaded,
+        }
+    )

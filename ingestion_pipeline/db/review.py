@@ -1,0 +1,189 @@
+"""Review decisions in the database: record them, list rows for review, apply them set-based."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
+from ingestion_pipeline.db.tables import review_decisions, review_files
+from ingestion_pipeline.emails import normalize_email
+from ingestion_pipeline.review import Decision
+from ingestion_pipeline.schemas import row_problems
+
+
+class ReviewError(ValueError):
+    """A decision that cannot be taken: wrong job state, rows not in the job."""
+
+
+_ROWS_FOR_REVIEW = sa.text(
+    """
+    SELECT s.row_number, s.email, s.first_name, s.last_name, s.company,
+           string_agg(i.kind || ': ' || i.message, '; ' ORDER BY i.kind, i.field) AS problems
+    FROM staging_rows s
+    JOIN issue_items ii ON ii.job_id = s.job_id AND ii.row_number = s.row_number
+    JOIN issues i ON i.issue_id = ii.issue_id AND NOT i.resolved
+    WHERE s.job_id = :job_id AND s.status = 'ISSUE'
+    GROUP BY s.row_number, s.email, s.first_name, s.last_name, s.company
+    ORDER BY s.row_number
+    """
+)
+
+
+def rows_for_review(conn: Connection, job_id: str) -> list[dict]:
+    """Rows with open issues, their values and a line describing their problems."""
+    return [dict(r) for r in conn.execute(_ROWS_FOR_REVIEW, {"job_id": job_id}).mappings()]
+
+
+def record_decisions(
+    conn: Connection, job: dict, decisions: Sequence[Decision], source: str
+) -> int:
+    """Store decisions for later application; refuses rows that are not in the job."""
+    if job["status"] == JobStatus.COMPLETED.value:
+        raise ReviewError(f"job {job['job_id']} is already COMPLETED; its contacts are loaded")
+    if not decisions:
+        return 0
+    wanted = sorted({d.row_number for d in decisions})
+    found = set(
+        conn.scalars(
+            sa.text(
+                "SELECT row_number FROM staging_rows "
+                "WHERE job_id = :job_id AND row_number = ANY(:rows)"
+            ),
+            {"job_id": job["job_id"], "rows": wanted},
+        )
+    )
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise ReviewError(f"job {job['job_id']} has no record {shown}")
+    conn.execute(
+        insert(review_decisions),
+        [
+            {
+                "job_id": job["job_id"],
+                "row_number": d.row_number,
+                "action": d.action,
+                "changes": d.changes,
+                "source": source,
+            }
+            for d in decisions
+        ],
+    )
+    return len(decisions)
+
+
+def claim_review_file(conn: Connection, job_id: str, etag: str, decisions: int) -> bool:
+    """Note that this version of the decisions file was read; False if it was already."""
+    stmt = (
+        insert(review_files)
+        .values(job_id=job_id, etag=etag, decisions=decisions)
+        .on_conflict_do_nothing()
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def review_file_seen(conn: Connection, job_id: str, etag: str) -> bool:
+    return bool(
+        conn.scalar(
+            sa.select(sa.literal(1)).where(
+                review_files.c.job_id == job_id, review_files.c.etag == etag
+            )
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AppliedDecisions:
+    """What applying a job's pending decisions did."""
+
+    fixed: int
+    discarded: int
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.discarded
+
+
+_LATEST = sa.text(
+    """
+    CREATE TEMP TABLE latest_decisions ON COMMIT DROP AS
+    SELECT DISTINCT ON (row_number) row_number, action, changes
+    FROM review_decisions
+    WHERE job_id = :job_id AND applied_at IS NULL
+    ORDER BY row_number, decision_id DESC
+    """
+)
+_DISCARD = sa.text(
+    """
+    UPDATE staging_rows s SET status = 'DISCARD'
+    FROM latest_decisions d
+    WHERE s.job_id = :job_id AND s.row_number = d.row_number
+      AND d.action = 'discard' AND s.status <> 'SUCCESS'
+    """
+)
+_FIX = sa.text(
+    """
+    UPDATE staging_rows s SET
+        email = CASE WHEN d.changes ? 'email' THEN d.changes->>'email' ELSE s.email END,
+        first_name = CASE WHEN d.changes ? 'first_name' THEN d.changes->>'first_name'
+                          ELSE s.first_name END,
+        last_name = CASE WHEN d.changes ? 'last_name' THEN d.changes->>'last_name'
+                         ELSE s.last_name END,
+        company = CASE WHEN d.changes ? 'company' THEN d.changes->>'company' ELSE s.company END,
+        status = 'READY'
+    FROM latest_decisions d
+    WHERE s.job_id = :job_id AND s.row_number = d.row_number
+      AND d.action = 'fix' AND s.status <> 'SUCCESS'
+    RETURNING s.row_number, s.email, s.first_name, s.last_name, s.company
+    """
+)
+_SET_VERDICTS = sa.text(
+    """
+    UPDATE staging_rows s
+       SET email_normalized = v.email_normalized, problems = v.problems::text[]
+    FROM (SELECT unnest(CAST(:rows AS integer[])) AS row_number,
+                 unnest(CAST(:emails AS text[])) AS email_normalized,
+                 unnest(CAST(:problems AS text[])) AS problems) v
+    WHERE s.job_id = :job_id AND s.row_number = v.row_number
+    """
+)
+
+
+def apply_decisions(conn: Connection, job_id: str) -> AppliedDecisions:
+    """Apply the latest pending decision of every row, then judge fixed rows by the row rules."""
+    conn.execute(sa.text("DROP TABLE IF EXISTS latest_decisions"))
+    conn.execute(_LATEST, {"job_id": job_id})
+    discarded = conn.execute(_DISCARD, {"job_id": job_id}).rowcount
+    fixed_rows = conn.execute(_FIX, {"job_id": job_id}).mappings().all()
+    if fixed_rows:
+        frame = pd.DataFrame([dict(r) for r in fixed_rows], dtype="str")
+        for name in CANONICAL_FIELDS:
+            frame[name] = frame[name].str.strip().replace("", None)
+        frame["email_normalized"] = normalize_email(frame["email"])
+        problems = row_problems(
+            frame[list(CANONICAL_FIELDS)].assign(email=frame["email_normalized"])
+        )
+        emails = frame["email_normalized"].astype(object).where(frame["email_normalized"].notna())
+        conn.execute(
+            _SET_VERDICTS,
+            {
+                "job_id": job_id,
+                "rows": [int(n) for n in frame["row_number"]],
+                "emails": [None if pd.isna(e) else e for e in emails],
+                "problems": problems.tolist(),
+            },
+        )
+    conn.execute(
+        sa.text(
+            "UPDATE review_decisions SET applied_at = now() "
+            "WHERE job_id = :job_id AND applied_at IS NULL"
+        ),
+        {"job_id": job_id},
+    )
+    return AppliedDecisions(fixed=len(fixed_rows), discarded=discarded)

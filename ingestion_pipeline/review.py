@@ -1,0 +1,138 @@
+"""The review file round trip: rows with issues out as CSV, decisions back in.
+
+Plain Python (no Dagster import): the CLI, the assets and the tests share it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from ingestion_pipeline.constants import CANONICAL_FIELDS, REVIEWS_PREFIX
+from ingestion_pipeline.reading import UnreadableFileError, open_contact_file
+
+ROW_COLUMN = "row"
+PROBLEMS_COLUMN = "problems"
+ACTION_COLUMN = "action"
+REVIEW_COLUMNS: tuple[str, ...] = (ROW_COLUMN, *CANONICAL_FIELDS, PROBLEMS_COLUMN, ACTION_COLUMN)
+ACTIONS = ("fix", "discard")
+ISSUES_FILE = "issues.csv"
+DECISIONS_FILE = "decisions.csv"
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def issues_key(job_id: str) -> str:
+    return f"{REVIEWS_PREFIX}{job_id}/{ISSUES_FILE}"
+
+
+def decisions_key(job_id: str) -> str:
+    return f"{REVIEWS_PREFIX}{job_id}/{DECISIONS_FILE}"
+
+
+def parse_decisions_key(key: str) -> str | None:
+    """The job id of a reviews/<job_id>/decisions.csv key, else None."""
+    if not key.startswith(REVIEWS_PREFIX):
+        return None
+    parts = key[len(REVIEWS_PREFIX) :].split("/")
+    if len(parts) == 2 and parts[1] == DECISIONS_FILE and parts[0]:
+        return parts[0]
+    return None
+
+
+def neutralize(value: str | None) -> str:
+    """Make a cell safe to open in a spreadsheet, reversibly (see `restore`)."""
+    if not value:
+        return ""
+    if value.startswith(_FORMULA_STARTS) or value.startswith("'"):
+        return "'" + value
+    return value
+
+
+def restore(value: str | None) -> str | None:
+    """Undo `neutralize`: one leading apostrophe is removed."""
+    if value and value.startswith("'"):
+        return value[1:] or None
+    return value
+
+
+def render_issues_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """The review file: one line per row with issues, UTF-8 with a BOM so Excel reads it right."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(REVIEW_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [
+                row["row_number"],
+                *(neutralize(row[name]) for name in CANONICAL_FIELDS),
+                neutralize(row["problems"]),
+                "",
+            ]
+        )
+    return codecs.BOM_UTF8 + buffer.getvalue().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One reviewer decision on one record."""
+
+    row_number: int
+    action: str
+    changes: dict[str, str | None] = field(default_factory=dict)
+
+
+class DecisionFileError(ValueError):
+    """A decisions file that cannot be applied; names the file, the record and the field."""
+
+
+def parse_decisions(stream: BinaryIO, file_name: str) -> list[Decision]:
+    """Read a decisions file (the review file with `action` filled in) into decisions.
+
+    Lines with an empty action are left alone. For `fix`, the four contact fields of the line
+    become the row's values; for `discard`, the row is set aside.
+    """
+    try:
+        source = open_contact_file(stream, file_name)
+        if ROW_COLUMN not in {name.casefold() for name, _ in source.format.extras}:
+            raise DecisionFileError(f"{file_name}: no '{ROW_COLUMN}' column")
+        decisions: dict[int, Decision] = {}
+        for chunk in source.chunks(10_000):
+            for record in chunk.frame.to_dict("records"):
+                decision = _decision(record, file_name)
+                if decision is not None:
+                    decisions[decision.row_number] = decision
+    except UnreadableFileError as exc:
+        raise DecisionFileError(str(exc)) from exc
+    return [decisions[n] for n in sorted(decisions)]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _decision(record: dict[str, Any], file_name: str) -> Decision | None:
+    extra = {k.casefold(): v for k, v in json.loads(record["extra"] or "{}").items()}
+    where = f"{file_name}, record {record['row_number']}"
+    action = (_text(extra.get(ACTION_COLUMN)) or "").strip().lower()
+    if not action:
+        return None
+    if action not in ACTIONS:
+        raise DecisionFileError(
+            f"{where}: action must be one of {', '.join(ACTIONS)} or empty, got {action!r}"
+        )
+    raw_row = _text(extra.get(ROW_COLUMN))
+    try:
+        row_number = int(raw_row or "")
+    except ValueError:
+        raise DecisionFileError(f"{where}: row must be a record number, got {raw_row!r}") from None
+    if action == "discard":
+        return Decision(row_number, action)
+    changes = {name: restore(_text(record[name])) for name in CANONICAL_FIELDS}
+    return Decision(row_number, action, changes)
