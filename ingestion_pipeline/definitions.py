@@ -1,6 +1,6 @@
 """The code location: assembles assets, jobs, sensors and resources; defines nothing."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
 from ingestion_pipeline.jobs import import_job, reprocess_job
@@ -12,4 +12,6 @@ defs = Definitions(
     jobs=[import_job, reprocess_job],
     sensors=[upload_sensor, review_sensor],
     resources=build_resources(),
+    # Import steps are few and sequential: one process per run, not one per step.
+    executor=in_process_executor,
 )
