@@ -15,7 +15,10 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 FAST_PATH = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+[a-z]{{2,}}"
-_SPECIAL_TLDS = {name for name in SPECIAL_USE_DOMAIN_NAMES if "." not in name}
+_SPECIAL_TLDS = sorted(name for name in SPECIAL_USE_DOMAIN_NAMES if "." not in name)
+# Cases the library must judge even when the fast expression matches: a special-use TLD, a local
+# part over 64 characters, a label over 63, a punycode (IDNA) label.
+_NEEDS_LIBRARY = rf"\.(?:{'|'.join(_SPECIAL_TLDS)})$|^[^@]{{65,}}@|[^.@]{{64,}}|(?:^|[.@])xn--"
 
 
 def normalize_email(values: pd.Series) -> pd.Series:
@@ -38,14 +41,14 @@ def is_valid_email(values: pd.Series) -> pd.Series:
     present = values.notna()
     text = values.where(present, "")
     fast = text.str.fullmatch(FAST_PATH) & (text.str.len() <= 254)
-    if fast.any():
-        local = text.str.split("@", n=1).str[0]
-        tld = text.str.rsplit(".", n=1).str[-1]
-        fast &= (local.str.len() <= 64) & ~tld.isin(_SPECIAL_TLDS)
-        # Labels over 63 characters and punycode labels need the library's rules.
-        fast &= ~text.str.contains(r"[^.@]{64,}|(?:^|[.@])xn--", regex=True)
+    fast &= ~text.str.contains(_NEEDS_LIBRARY, regex=True)
     verdict = fast.astype(bool)
-    slow = present & ~verdict
-    if slow.any():
+    rest = text[present & ~verdict]
+    # Without quotes, no '@', several, or white space is invalid whoever judges it.
+    surely_invalid = ~rest.str.contains('"', regex=False) & (
+        (rest.str.count("@") != 1) | rest.str.contains(r"\s", regex=True)
+    )
+    slow = rest.index[~surely_invalid]
+    if len(slow):
         verdict[slow] = [library_verdict(a) is None for a in text[slow]]
     return verdict.astype(bool)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -150,7 +152,9 @@ def stage_upload(
     """Stream the job's object into staging_rows, one transaction per chunk.
 
     Each chunk's rows and the job's processed_rows commit together, so a killed run resumes
-    from whole chunks; rows already staged are recognised by their hash and skipped.
+    from whole chunks; rows already staged are recognised and skipped. While PostgreSQL
+    writes one chunk (in a worker thread), the next is read and judged: at most two chunks
+    are in memory.
     """
     job_id = job["job_id"]
     started = time.perf_counter()
@@ -158,44 +162,58 @@ def stage_upload(
         already = staged_row_count(conn, job_id)
     info = landing.stat(job["source_key"])
     size = info.size if info else 0
-    timings = {"read": 0.0, "validate": 0.0, "copy": 0.0}
-    with landing.open(job["source_key"], job["source_etag"]) as stream:
+    timings = {"read": 0.0, "validate": 0.0, "copy_wait": 0.0}
+
+    def write(prepared: pd.DataFrame) -> int:
+        first, last = int(prepared["row_number"].iloc[0]), int(prepared["row_number"].iloc[-1])
+        with engine.begin() as conn:
+            written = copy_chunk(conn, prepared, resume=already > 0 and first <= already)
+            update_job(conn, job_id, processed_rows=last)
+        return written
+
+    with (
+        landing.open(job["source_key"], job["source_etag"]) as stream,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as writer,
+    ):
         source = open_contact_file(stream, job["file_name"])
         result = StageResult(file_format=source.format, timings=timings)
         fmt = source.format
         with engine.begin() as conn:
             update_job(conn, job_id, encoding=fmt.encoding, delimiter=fmt.delimiter_name)
-        mark = time.perf_counter()
-        for chunk in source.chunks(chunk_size):
-            t_read = time.perf_counter()
-            prepared = prepare_chunk(chunk.frame, job_id)
-            t_valid = time.perf_counter()
-            last_row = int(prepared["row_number"].iloc[-1])
-            with engine.begin() as conn:
-                written = copy_chunk(
-                    conn,
-                    prepared,
-                    resume=already > 0 and int(prepared["row_number"].iloc[0]) <= already,
-                )
-                update_job(conn, job_id, processed_rows=last_row)
-            t_copy = time.perf_counter()
-            timings["read"] += t_read - mark
-            timings["validate"] += t_valid - t_read
-            timings["copy"] += t_copy - t_valid
-            mark = t_copy
+        in_flight: tuple[Future[int], int, int] | None = None
+
+        def settle() -> None:
+            future, last_row, bytes_read = in_flight
+            waited = time.perf_counter()
+            result.rows_written += future.result()
+            timings["copy_wait"] += time.perf_counter() - waited
             result.rows_read = last_row
-            result.rows_written += written
             result.chunks += 1
             if on_progress:
                 on_progress(
                     StageProgress(
                         rows_read=last_row,
                         rows_written=result.rows_written,
-                        bytes_read=chunk.bytes_read,
+                        bytes_read=bytes_read,
                         bytes_total=size,
-                        seconds=t_copy - started,
+                        seconds=time.perf_counter() - started,
                     )
                 )
+
+        mark = time.perf_counter()
+        for chunk in source.chunks(chunk_size):
+            t_read = time.perf_counter()
+            prepared = prepare_chunk(chunk.frame, job_id)
+            t_valid = time.perf_counter()
+            timings["read"] += t_read - mark
+            timings["validate"] += t_valid - t_read
+            if in_flight is not None:
+                settle()
+            last_row = int(prepared["row_number"].iloc[-1])
+            in_flight = (writer.submit(write, prepared), last_row, chunk.bytes_read)
+            mark = time.perf_counter()
+        if in_flight is not None:
+            settle()
         result.rows_read = source.records_read
     with engine.begin() as conn:
         update_job(conn, job_id, total_rows=result.rows_read, processed_rows=result.rows_read)

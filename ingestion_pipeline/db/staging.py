@@ -6,6 +6,8 @@ import hashlib
 import io
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, RowStatus
@@ -48,8 +50,14 @@ def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
 
 
 def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, header=False, index=False)
+    # Arrow's CSV writer is ~10x faster than DataFrame.to_csv; nulls come out as unquoted
+    # empty fields, which COPY reads as NULL, and every string is quoted.
+    buffer = io.BytesIO()
+    pacsv.write_csv(
+        pa.Table.from_pandas(frame, preserve_index=False),
+        buffer,
+        pacsv.WriteOptions(include_header=False),
+    )
     buffer.seek(0)
     cursor = conn.connection.driver_connection.cursor()
     try:
