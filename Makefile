@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo dev test lint format db-stop clean
+.PHONY: help install demo dev test lint format bench db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (se
 
 test: install ## Run the test suite (real PostgreSQL, S3 API served by moto on 127.0.0.1)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+BENCH_ARGS ?=
+bench: install ## Benchmark the import against COPY of the same file (BENCH_ARGS="--rows N")
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

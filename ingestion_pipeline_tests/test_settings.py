@@ -12,7 +12,7 @@ def test_defaults_are_embedded_database_and_local_landing_folder():
     settings = load_settings({})
     assert settings.embedded_database
     assert settings.landing_zone.endswith("landing")
-    assert settings.chunk_size == 50_000
+    assert settings.chunk_size == 25_000
     assert settings.sensor_max_runs == 200
 
 

@@ -57,8 +57,8 @@ def job_metadata(job: dict[str, Any], route: Route) -> dict[str, Any]:
     }
 
 
-def issues_preview(issues: list[dict[str, Any]]) -> MetadataValue:
-    """A markdown table of the first issues, for the asset's materialization page."""
+def issues_preview(issues: list[dict[str, Any]], total: int) -> MetadataValue:
+    """A markdown table of the first issues (of `total`), for the materialization page."""
     if not issues:
         return MetadataValue.md("No open issues.")
     lines = ["| kind | field | rows | message |", "| --- | --- | --- | --- |"]
@@ -68,6 +68,6 @@ def issues_preview(issues: list[dict[str, Any]]) -> MetadataValue:
             rows += ", ..."
         message = issue["message"].replace("|", "\\|")
         lines.append(f"| {issue['kind']} | {issue['field']} | {rows} | {message} |")
-    if len(issues) > PREVIEW_ISSUES:
-        lines.append(f"\n... and {len(issues) - PREVIEW_ISSUES} more.")
+    if total > PREVIEW_ISSUES:
+        lines.append(f"\n... and {total - PREVIEW_ISSUES} more.")
     return MetadataValue.md("\n".join(lines))

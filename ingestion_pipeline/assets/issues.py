@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from ingestion_pipeline.assets.common import (
     IMPORT_RETRY_POLICY,
     failing_job,
+    PREVIEW_ISSUES,
     issues_preview,
     job_for,
     job_metadata,
@@ -46,7 +47,7 @@ def import_issues(
     with engine.connect() as conn:
         job = get_job(conn, job["job_id"]) or job
         counts = issue_counts_by_kind(conn, job["job_id"])
-        open_issues = list_issues(conn, job["job_id"])
+        first_issues = list_issues(conn, job["job_id"], limit=PREVIEW_ISSUES + 1)
     review_file = ""
     if job["status"] == JobStatus.NEEDS_REVIEW.value:
         with failing_job(engine, job["job_id"]):
@@ -60,6 +61,6 @@ def import_issues(
             "issue_count": job["issue_count"],
             **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
             "seconds": round(time.perf_counter() - started, 3),
-            "preview": issues_preview(open_issues),
+            "preview": issues_preview(first_issues, job["issue_count"]),
         }
     )

@@ -70,13 +70,16 @@ _LIST_ISSUES = sa.text(
     WHERE i.job_id = :job_id AND (:include_resolved OR NOT i.resolved)
     GROUP BY i.issue_id
     ORDER BY min(ii.row_number), i.kind, i.field, i.issue_id
+    LIMIT :limit
     """
 )
 
 
-def list_issues(conn: Connection, job_id: str, *, include_resolved: bool = False) -> list[dict]:
+def list_issues(
+    conn: Connection, job_id: str, *, include_resolved: bool = False, limit: int | None = None
+) -> list[dict]:
     """Issues of a job with the record numbers each concerns, in a stable order."""
-    params = {"job_id": job_id, "include_resolved": include_resolved}
+    params = {"job_id": job_id, "include_resolved": include_resolved, "limit": limit}
     return [dict(row) for row in conn.execute(_LIST_ISSUES, params).mappings()]
 
 

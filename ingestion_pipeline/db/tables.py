@@ -139,7 +139,7 @@ review_decisions = sa.Table(
         name="fk_review_decisions_row",
     ),
     sa.CheckConstraint("action IN ('fix', 'discard')", name="ck_review_decisions_action"),
-    sa.Index("ix_review_decisions_pending", "job_id", "applied_at"),
+    sa.Index("ix_review_decisions_row", "job_id", "row_number"),
 )
 
 # Decision files taken from reviews/<job_id>/decisions.csv, one row per object version read.

@@ -1,4 +1,4 @@
-"""Initial schema: import_jobs, staging_rows, issues, issue_items, contacts.
+"""Initial schema: import jobs, staging, issues, review decisions, contacts.
 
 Revision ID: 0001
 Revises:
@@ -45,10 +45,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_import_jobs_tenant_status", "import_jobs", ["tenant_id", "status"])
 
+    # Bulk-loaded by COPY: only the primary key is maintained (see tables.py).
     op.create_table(
         "staging_rows",
-        sa.Column("job_id", sa.Text, sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column("job_id", sa.Text, primary_key=True),
         sa.Column("row_number", sa.Integer, primary_key=True),
         sa.Column("row_hash", sa.BigInteger, nullable=False),
         sa.Column("email", sa.Text),
@@ -59,12 +59,10 @@ def upgrade() -> None:
         sa.Column("extra", JSONB),
         sa.Column("problems", ARRAY(sa.Text), nullable=False, server_default="{}"),
         sa.Column("status", sa.Text, nullable=False, server_default="READY"),
-        sa.UniqueConstraint("job_id", "row_hash", name="uq_staging_rows_hash"),
         sa.CheckConstraint(
             "status IN ('READY', 'ISSUE', 'DISCARD', 'SUCCESS')", name="ck_staging_rows_status"
         ),
     )
-    op.create_index("ix_staging_rows_job_email", "staging_rows", ["job_id", "email_normalized"])
 
     op.create_table(
         "issues",
@@ -113,7 +111,38 @@ def upgrade() -> None:
     )
     op.create_index("ix_contacts_job", "contacts", ["job_id"])
 
+    op.create_table(
+        "review_decisions",
+        sa.Column("decision_id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("job_id", sa.Text, nullable=False),
+        sa.Column("row_number", sa.Integer, nullable=False),
+        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("changes", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("created_at", TS, nullable=False, server_default=NOW),
+        sa.Column("applied_at", TS),
+        sa.ForeignKeyConstraint(
+            ["job_id", "row_number"],
+            ["staging_rows.job_id", "staging_rows.row_number"],
+            ondelete="CASCADE",
+            name="fk_review_decisions_row",
+        ),
+        sa.CheckConstraint("action IN ('fix', 'discard')", name="ck_review_decisions_action"),
+    )
+    op.create_index("ix_review_decisions_row", "review_decisions", ["job_id", "row_number"])
+    op.create_table(
+        "review_files",
+        sa.Column("job_id", sa.Text, sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("etag", sa.Text, primary_key=True),
+        sa.Column("decisions", sa.Integer, nullable=False),
+        sa.Column("loaded_at", TS, nullable=False, server_default=NOW),
+    )
+
 
 def downgrade() -> None:
-    for table in ("contacts", "issue_items", "issues", "staging_rows", "import_jobs"):
+    for table in (
+        "review_files", "review_decisions", "contacts", "issue_items", "issues", "staging_rows",
+        "import_jobs",
+    ):
         op.drop_table(table)

@@ -1,0 +1,259 @@
+"""`make bench`: our import against a plain PostgreSQL COPY of the same file, in one run.
+
+Every figure is a median of --repeat runs measured here and now, and is printed as a ratio to
+the COPY floor measured in the same run, because a shared machine's absolute speed drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import email_for, generate
+
+from ingestion_pipeline.db.engine import embedded_url, get_engine, normalize_url
+from ingestion_pipeline.settings import load_settings
+
+BENCH_DATABASE = "ingestion_bench"
+TENANT = "bench"
+CLI = [sys.executable, "-m", "ingestion_pipeline.cli"]
+
+
+def bench_database_url() -> str:
+    """A fresh database for the benchmark on DATABASE_URL's server or the embedded one."""
+    settings = load_settings()
+    if settings.database_url:
+        server = make_url(normalize_url(settings.database_url)).set(database="postgres")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = make_url(embedded_url(settings.data_dir, database="postgres"))
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
+    admin.dispose()
+    return server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+
+
+def copy_from(engine: Engine, sql: str, stream) -> None:
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.copy_expert(sql, stream)
+        cursor.close()
+
+
+def seed_contacts(engine: Engine, count: int, file_rows: int) -> None:
+    """Give the tenant `count` contacts; 0.5% of the file's addresses are among them."""
+    overlap = {email_for(i) for i in range(1, file_rows + 1, 200)}
+    lines = io.StringIO()
+    for i in range(count - len(overlap)):
+        lines.write(
+            f"{TENANT},seed{i}@existing{i % 1000}.org,seed{i}@existing{i % 1000}.org,S,E,C\n"
+        )
+    for email in overlap:
+        lines.write(f"{TENANT},{email},{email},S,E,C\n")
+    lines.seek(0)
+    copy_from(
+        engine,
+        "COPY contacts (tenant_id, email, email_normalized, first_name, last_name, company) "
+        "FROM STDIN WITH (FORMAT csv)",
+        lines,
+    )
+    vacuum(engine)
+
+
+def vacuum(engine: Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE contacts"))
+
+
+def timed(fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
+    """Run the CLI; returns seconds, peak RSS in MiB and its JSON output."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([*CLI, *args, "--json"], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed: {err.read().decode()[-2000:]}")
+        return seconds, usage.ru_maxrss / 1024, json.loads(out.read())
+
+
+def reset_job(engine: Engine, job_id: str | None) -> None:
+    if job_id is None:
+        return
+    with engine.begin() as conn:
+        for table in ("contacts", "review_decisions", "issues", "staging_rows", "import_jobs"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE job_id = :j"), {"j": job_id})
+    vacuum(engine)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OrmContact(Base):
+    __tablename__ = "orm_contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str]
+    email: Mapped[str]
+    first_name: Mapped[str]
+    last_name: Mapped[str]
+    company: Mapped[str]
+
+
+def orm_rows_per_second(engine: Engine, path: Path, rows: int) -> float:
+    """The hand-rolled worker's way: one ORM insert and commit per row."""
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    import csv
+
+    with path.open(encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        records = [next(reader) for _ in range(rows)]
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for email, first, last, company, *_ in records:
+            session.add(
+                OrmContact(
+                    tenant_id=TENANT, email=email, first_name=first, last_name=last, company=company
+                )
+            )
+            session.commit()
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--existing", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--orm-rows", type=int, default=10_000)
+    args = parser.parse_args()
+
+    work = load_settings().data_dir / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"contacts_{args.rows}.csv"
+    if not path.exists():
+        print(f"generating {path} ...", flush=True)
+        print("  planted:", generate(path, args.rows), flush=True)
+    url = bench_database_url()
+    engine = get_engine(url)
+    print(f"seeding tenant {TENANT!r} with {args.existing:,} contacts ...", flush=True)
+    seed_contacts(engine, args.existing, args.rows)
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE UNLOGGED TABLE copy_floor (email text, first_name text, last_name text, "
+                "company text, phone text, city text)"
+            )
+        )
+
+    def copy_floor() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE copy_floor"))
+        with path.open("rb") as stream:
+            copy_from(engine, "COPY copy_floor FROM STDIN WITH (FORMAT csv, HEADER true)", stream)
+
+    home = Path(tempfile.mkdtemp(prefix="bench-dagster-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LANDING_ZONE": str(Path(tempfile.mkdtemp(prefix="bench-landing-"))),
+        "DAGSTER_HOME": str(home),
+        "PYTHONWARNINGS": "ignore",
+    }
+    results: dict[str, list[float]] = {"copy": [], "import": [], "reprocess": []}
+    rss: dict[str, list[float]] = {"import": [], "reprocess": []}
+    job_id = None
+    summary: dict = {}
+    for attempt in range(1, args.repeat + 1):
+        results["copy"].append(timed(copy_floor))
+        reset_job(engine, job_id)
+        seconds, peak, summary = run_cli(["import", str(path), "--tenant", TENANT], env)
+        job_id = summary["job_id"]
+        results["import"].append(seconds)
+        rss["import"].append(peak)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO review_decisions (job_id, row_number, action, source) "
+                    "SELECT job_id, row_number, 'discard', 'bench' FROM staging_rows "
+                    "WHERE job_id = :j AND status = 'ISSUE'"
+                ),
+                {"j": job_id},
+            )
+        seconds, peak, after = run_cli(["reprocess", job_id], env)
+        assert after["status"] == "COMPLETED", after
+        results["reprocess"].append(seconds)
+        rss["reprocess"].append(peak)
+        print(
+            f"run {attempt}: copy {results['copy'][-1]:.2f}s, import {results['import'][-1]:.2f}s"
+            f" ({summary['status']}, {summary['issue_count']} issues), reprocess "
+            f"{results['reprocess'][-1]:.2f}s ({after['contacts_created']} contacts)",
+            flush=True,
+        )
+    orm_rate = orm_rows_per_second(engine, path, args.orm_rows)
+
+    copy_s = statistics.median(results["copy"])
+    rows = args.rows
+    table = [
+        ("(a) COPY into an unlogged table (floor)", copy_s, None),
+        (
+            "(b) import through the CLI (read, stage, validate)",
+            statistics.median(results["import"]),
+            max(rss["import"]),
+        ),
+        (
+            "(c) reprocess after discarding issue rows (+ load)",
+            statistics.median(results["reprocess"]),
+            max(rss["reprocess"]),
+        ),
+        (
+            f"(d) ORM insert + commit per row ({args.orm_rows:,} rows, extrapolated)",
+            rows / orm_rate,
+            None,
+        ),
+    ]
+    print()
+    print(f"{rows:,} rows, {args.existing:,} existing contacts, median of {args.repeat}")
+    print()
+    print("| stage | seconds | rows/s | x COPY | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, seconds, peak in table:
+        peak_text = f"{peak:.0f} MiB" if peak else "-"
+        print(
+            f"| {label} | {seconds:.2f} | {rows / seconds:,.0f} | {seconds / copy_s:.1f} | "
+            f"{peak_text} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
