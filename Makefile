@@ -34,7 +34,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml ## Import the bundled sample files on
 
 dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (sensors on) at http://127.0.0.1:3000
 	mkdir -p landing/uploads
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}" \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install ## Run the test suite (real PostgreSQL, S3 API served by moto on 127.0.0.1)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, TENANT_TAG, JobStatus
-from ingestion_pipeline.db.jobs import NewJob, get_job, job_summary, list_jobs, register_jobs
+from ingestion_pipeline.db.jobs import (
+    NewJob,
+    get_job,
+    iter_issues,
+    job_summary,
+    list_jobs,
+    public_issue,
+    register_jobs,
+)
 from ingestion_pipeline.landing import (
     TENANT_PATTERN,
     InvalidKeyError,
@@ -56,22 +64,29 @@ def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str,
         register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, path.name)])
         job = get_job(conn, job_id)
     assert job is not None
+    run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
-        _materialize(job, IMPORT_ASSETS, log_level)
+        run_error = _materialize(job, IMPORT_ASSETS, log_level)
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None
-        return job_summary(conn, job)
+        return {**job_summary(job), "run_error": run_error}
 
 
-def _materialize(job: dict[str, Any], selection: list, log_level: str) -> bool:
-    """Run `selection` for the job's partition in-process on the shared instance."""
+def _materialize(job: dict[str, Any], selection: list, log_level: str) -> str | None:
+    """Run `selection` for the job's partition in-process on the shared instance.
+
+    A job the run left half-done is marked FAILED with the run's error, as
+    import_failure_sensor does for runs the daemon launched, and that error is returned; a job
+    the run itself failed (a rejected file) or sent back to review speaks through its status.
+    """
     from dagster import materialize
 
     from ingestion_pipeline.assets import IMPORT_ASSETS
     from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
     from ingestion_pipeline.instance import get_instance
     from ingestion_pipeline.resources import build_resources
+    from ingestion_pipeline.sensors import first_step_error
 
     settings = load_settings()
     instance = get_instance(settings)
@@ -87,22 +102,39 @@ def _materialize(job: dict[str, Any], selection: list, log_level: str) -> bool:
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )
-    return result.success
+    if result.success:
+        return None
+    error = first_step_error(result.get_step_failure_events())
+    from ingestion_pipeline.importer import mark_failed
+
+    return error if mark_failed(_engine(), job["job_id"], error, only_running=True) else None
+
+
+SUMMARY_KEYS = (
+    "job_id",
+    "tenant",
+    "status",
+    "total_rows",
+    "processed_rows",
+    "issue_count",
+    "contacts_created",
+)
+
+
+def _print_json(head: dict[str, Any], job_id: str) -> None:
+    """One JSON object whose last key, `issues`, is streamed: memory does not grow with it."""
+    out = sys.stdout
+    out.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "issues": [')
+    with _engine().connect() as conn:
+        for n, issue in enumerate(iter_issues(conn, job_id)):
+            out.write((", " if n else "") + json.dumps(public_issue(issue), ensure_ascii=False))
+    out.write("]}\n")
+    out.flush()
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 10) -> None:
     if as_json:
-        keys = (
-            "job_id",
-            "tenant",
-            "status",
-            "total_rows",
-            "processed_rows",
-            "issue_count",
-            "contacts_created",
-            "issues",
-        )
-        print(json.dumps({k: summary[k] for k in keys}, ensure_ascii=False))
+        _print_json({k: summary[k] for k in SUMMARY_KEYS}, summary["job_id"])
         return
     print(f"{summary['job_id']}  {summary['status']}  (tenant {summary['tenant']})")
     if summary["status"] == JobStatus.FAILED.value:
@@ -113,12 +145,15 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
     )
     if summary["encoding"]:
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
-    shown = summary["issues"] if limit is None else summary["issues"][:limit]
-    for issue in shown:
-        rows = ", ".join(map(str, issue["rows"][:8])) + (", ..." if len(issue["rows"]) > 8 else "")
-        print(f"  - {issue['kind']} [{issue['field']}] rows {rows}: {issue['message']}")
-    if len(shown) < len(summary["issues"]):
-        print(f"  ... and {len(summary['issues']) - len(shown)} more issue(s)")
+    shown = 0
+    with _engine().connect() as conn:
+        for issue in iter_issues(conn, summary["job_id"], limit=limit):
+            rows = ", ".join(map(str, issue["rows"][:8]))
+            rows += ", ..." if len(issue["rows"]) > 8 else ""
+            print(f"  - {issue['kind']} [{issue['field']}] rows {rows}: {issue['message']}")
+            shown += 1
+    if shown < summary["issue_count"]:
+        print(f"  ... and {summary['issue_count'] - shown} more issue(s)")
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -132,6 +167,10 @@ def _log_level(args: argparse.Namespace) -> str:
 
 def _finish(summary: dict[str, Any], as_json: bool) -> int:
     """Print a job summary and turn its status into the exit code."""
+    if summary.get("run_error"):
+        print(f"{summary['job_id']}: the run failed: {summary['run_error']}", file=sys.stderr)
+        _print_summary(summary, as_json)
+        return EXIT_ERROR
     if summary["status"] == JobStatus.FAILED.value:
         print(f"{summary['file']}: import rejected: {summary['error']}", file=sys.stderr)
         _print_summary(summary, as_json)
@@ -226,10 +265,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 def _cmd_issues(args: argparse.Namespace) -> int:
     with _engine().connect() as conn:
-        summary = job_summary(conn, _job(conn, args.job, args.tenant))
+        summary = job_summary(_job(conn, args.job, args.tenant))
     if args.json:
-        keys = ("job_id", "tenant", "status", "issue_count", "issues")
-        print(json.dumps({k: summary[k] for k in keys}, ensure_ascii=False))
+        keys = ("job_id", "tenant", "status", "issue_count")
+        _print_json({k: summary[k] for k in keys}, summary["job_id"])
     else:
         _print_summary(summary, False, limit=None)
     return EXIT_OK
@@ -310,12 +349,34 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 def _cmd_reprocess(args: argparse.Namespace) -> int:
     from ingestion_pipeline.assets import REPROCESS_ASSETS
 
+    return _rerun(args, REPROCESS_ASSETS)
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.assets import IMPORT_ASSETS
+
+    return _rerun(args, IMPORT_ASSETS)
+
+
+def _rerun(args: argparse.Namespace, selection: list) -> int:
+    """Materialize `selection` for a job unless it is COMPLETED; print the import summary."""
     job = _open_job(args.job, args.tenant)
+    run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
-        _materialize(job, REPROCESS_ASSETS, _log_level(args))
+        run_error = _materialize(job, selection, _log_level(args))
     with _engine().connect() as conn:
-        summary = job_summary(conn, _job(conn, args.job, args.tenant))
-    return _finish(summary, args.json)
+        summary = job_summary(_job(conn, args.job, args.tenant))
+    return _finish({**summary, "run_error": run_error}, args.json)
+
+
+def _cmd_dagster_storage_url(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.instance import dagster_storage_url
+
+    try:
+        print(dagster_storage_url(load_settings()))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="the exported CSV with the action column filled")
 
     p = command("reprocess", "apply decisions, revalidate, load if clean", _cmd_reprocess, job=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
+
+    command(
+        "dagster-storage-url",
+        "print the database URL for Dagster's storage (DAGSTER_POSTGRES_URL)",
+        _cmd_dagster_storage_url,
+    )
+
+    p = command("retry", "run a failed or interrupted import again (resumes)", _cmd_retry, job=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
     return parser

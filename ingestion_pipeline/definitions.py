@@ -5,12 +5,12 @@ from dagster import Definitions, in_process_executor
 from ingestion_pipeline.assets import IMPORT_ASSETS
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
-from ingestion_pipeline.sensors import review_sensor, upload_sensor
+from ingestion_pipeline.sensors import import_failure_sensor, review_sensor, upload_sensor
 
 defs = Definitions(
     assets=IMPORT_ASSETS,
     jobs=[import_job, reprocess_job],
-    sensors=[upload_sensor, review_sensor],
+    sensors=[upload_sensor, review_sensor, import_failure_sensor],
     resources=build_resources(),
     # Import steps are few and sequential: one process per run, not one per step.
     executor=in_process_executor,

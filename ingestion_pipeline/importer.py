@@ -93,16 +93,26 @@ def mark_processing(engine: Engine, job_id: str) -> None:
         )
 
 
-def mark_failed(engine: Engine, job_id: str, error: str) -> None:
-    """Record a failure on the job (never on a COMPLETED one)."""
+def mark_failed(engine: Engine, job_id: str, error: str, *, only_running: bool = False) -> bool:
+    """Record a failure on the job (never on a COMPLETED one); True if the job was changed.
+
+    With `only_running`, a job under review keeps its status: a failed reprocessing run leaves
+    its staging and issues as they were.
+    """
+    states = (
+        ("PENDING", "PROCESSING")
+        if only_running
+        else ("PENDING", "PROCESSING", "NEEDS_REVIEW", "FAILED")
+    )
     with engine.begin() as conn:
-        conn.execute(
+        result = conn.execute(
             sa.text(
                 "UPDATE import_jobs SET status = 'FAILED', error = :error, updated_at = now(), "
-                "finished_at = now() WHERE job_id = :job_id AND status <> 'COMPLETED'"
+                "finished_at = now() WHERE job_id = :job_id AND status = ANY(:states)"
             ),
-            {"job_id": job_id, "error": error[:4000]},
+            {"job_id": job_id, "error": error[:4000], "states": list(states)},
         )
+        return result.rowcount == 1
 
 
 def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:

@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from dagster import DagsterInstance
 
+from ingestion_pipeline.db.engine import embedded_url, normalize_url
 from ingestion_pipeline.settings import Settings, project_root
+
+DAGSTER_DATABASE = "dagster"
+
+
+def dagster_storage_url(settings: Settings) -> str:
+    """Where Dagster keeps runs and events: DAGSTER_POSTGRES_URL, or the embedded server.
+
+    Dagster's tables (and its own alembic_version) need a database apart from ours.
+    """
+    if settings.dagster_postgres_url:
+        return normalize_url(settings.dagster_postgres_url)
+    if settings.database_url:
+        raise ValueError(
+            "DAGSTER_POSTGRES_URL is not set: with DATABASE_URL set, give Dagster's storage a "
+            "database of its own (see README, Deploying)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        return embedded_url(settings.data_dir, database=DAGSTER_DATABASE)
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
@@ -22,6 +43,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
         target = home / "dagster.yaml"
         if not target.exists() or target.read_bytes() != config.read_bytes():
             shutil.copyfile(config, target)
+    # dagster.yaml reads its storage URL from the environment.
+    os.environ["DAGSTER_POSTGRES_URL"] = dagster_storage_url(settings)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

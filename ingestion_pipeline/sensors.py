@@ -1,20 +1,27 @@
 """Sensors: new uploads become import jobs and runs; new decision files start reprocessing."""
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import sqlalchemy as sa
 from dagster import (
+    DagsterEvent,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     sensor,
 )
 
 from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.landing import (
     InvalidKeyError,
@@ -28,15 +35,25 @@ from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review import parse_decisions_key
 from ingestion_pipeline.settings import load_settings
 
-# LastModified has one-second resolution and listings can lag writes: objects this close to
-# the cursor are looked at again and recognised by key and ETag.
-LOOKBACK = timedelta(seconds=10)
+# LastModified has one-second resolution: objects this close to the high-water mark are looked
+# at again and recognised by a short hash of key and ETag. The cursor therefore holds only the
+# objects of the last LOOKBACK seconds it took, never a list that grows with the bucket.
+LOOKBACK = timedelta(seconds=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def token(obj: ObjectInfo) -> str:
+    """The identity of one object version; also the run key, so a version runs once."""
+    return f"{obj.key}:{obj.etag}"
+
+
+def _digest(obj: ObjectInfo) -> str:
+    return hashlib.blake2b(token(obj).encode(), digest_size=8).hexdigest()
 
 
 @dataclass
 class ListingCursor:
-    """High-water mark of LastModified plus the objects seen within LOOKBACK of it."""
+    """High-water mark of LastModified plus hashes of the objects taken within LOOKBACK of it."""
 
     since: datetime = _EPOCH
     recent: dict[str, float] = field(default_factory=dict)
@@ -57,19 +74,14 @@ class ListingCursor:
     def is_new(self, obj: ObjectInfo) -> bool:
         if obj.last_modified < self.since - LOOKBACK:
             return False
-        return token(obj) not in self.recent
+        return _digest(obj) not in self.recent
 
     def advance(self, taken: list[ObjectInfo]) -> None:
         for obj in taken:
             self.since = max(self.since, obj.last_modified)
-            self.recent[token(obj)] = obj.last_modified.timestamp()
+            self.recent[_digest(obj)] = obj.last_modified.timestamp()
         horizon = (self.since - LOOKBACK).timestamp()
         self.recent = {k: ts for k, ts in self.recent.items() if ts >= horizon}
-
-
-def token(obj: ObjectInfo) -> str:
-    """The identity of one object version; also the run key, so a version runs once."""
-    return f"{obj.key}:{obj.etag}"
 
 
 @sensor(
@@ -105,6 +117,16 @@ def upload_sensor(
 
     with database.get_engine().begin() as conn:
         register_jobs(conn, jobs.values())
+        # A version imported already (by the CLI, or before a re-upload of the same bytes) is
+        # not launched again; a PENDING one is, as its earlier tick may not have launched it.
+        started = conn.scalars(
+            sa.text(
+                "SELECT job_id FROM import_jobs WHERE job_id = ANY(:ids) AND status <> 'PENDING'"
+            ),
+            {"ids": list(jobs)},
+        ).all()
+    for job_id in started:
+        del jobs[job_id]
     cursor.advance(taken)
     if len(candidates) > len(taken):
         context.log.info(f"{len(candidates) - len(taken)} more upload(s) left for the next tick")
@@ -174,3 +196,36 @@ def review_sensor(
         return SkipReason("no new decision files")
     cursor.advance(taken)
     return SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
+def step_error(event: DagsterEvent) -> str | None:
+    """`step: message` for a step failure: a Failure's description, else the exception."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return f"{event.step_key}: {data.user_failure_data.description}"
+    if data.error is not None:
+        return f"{event.step_key}: {data.error.message.strip()}"
+    return None
+
+
+def first_step_error(events: Iterable[DagsterEvent]) -> str:
+    """The first failed step's error of a run."""
+    return next((e for e in map(step_error, events) if e), "the run failed")
+
+
+@run_failure_sensor(
+    name="import_failure_sensor",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Marks an import job FAILED, with the error, when its run fails for good.",
+)
+def import_failure_sensor(context: RunFailureSensorContext, database: DatabaseResource) -> None:
+    """Mark the run's job FAILED unless Dagster will retry the run."""
+    run = context.dagster_run
+    if run.tags.get("dagster/will_retry") == "true":
+        return
+    job_id = run.tags.get("dagster/partition")
+    if not job_id:
+        return
+    error = first_step_error(context.get_step_failure_events())
+    if mark_failed(database.get_engine(), job_id, error, only_running=True):
+        context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")

@@ -22,6 +22,7 @@ class Settings:
     """Everything the pipeline reads from the environment, with its defaults applied."""
 
     database_url: str | None
+    dagster_postgres_url: str | None
     landing_zone: str
     data_dir: Path
     chunk_size: int
@@ -42,6 +43,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     landing = env.get("LANDING_ZONE") or str(root / "landing")
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
+        dagster_postgres_url=env.get("DAGSTER_POSTGRES_URL") or None,
         landing_zone=landing,
         data_dir=data_dir,
         chunk_size=_positive_int(env, "IMPORT_CHUNK_SIZE", DEFAULT_CHUNK_SIZE),

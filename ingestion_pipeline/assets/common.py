@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +31,11 @@ def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, A
 
 @contextmanager
 def failing_job(engine: Engine, job_id: str) -> Iterator[None]:
-    """Record any error on the job; bad input becomes a Failure that is not retried."""
+    """Bad input fails the job at once, as a Failure that is not retried.
+
+    Any other error is left to the retry policy; when the run fails for good,
+    import_failure_sensor (or the CLI) marks the job FAILED with it.
+    """
     try:
         yield
     except (UnreadableFileError, ObjectChangedError) as exc:
@@ -40,11 +45,14 @@ def failing_job(engine: Engine, job_id: str) -> Iterator[None]:
             metadata={"job_id": job_id, "error": str(exc)},
             allow_retries=False,
         ) from exc
-    except Failure:
-        raise
-    except Exception as exc:
-        mark_failed(engine, job_id, f"{type(exc).__name__}: {exc}")
-        raise
+
+
+def log_json(
+    context: AssetExecutionContext, job: dict[str, Any], stage: str, **fields: Any
+) -> None:
+    """One structured log line (a JSON object) in the run's log, shown while the step runs."""
+    record = {"job_id": job["job_id"], "tenant": job["tenant_id"], "stage": stage, **fields}
+    context.log.info(json.dumps(record, default=str, ensure_ascii=False))
 
 
 def job_metadata(job: dict[str, Any], route: Route) -> dict[str, Any]:

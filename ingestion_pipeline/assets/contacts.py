@@ -10,6 +10,7 @@ from ingestion_pipeline.assets.common import (
     failing_job,
     job_for,
     job_metadata,
+    log_json,
 )
 from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.constants import ASSET_GROUP, JobStatus
@@ -37,16 +38,16 @@ def contacts(
     with failing_job(engine, job["job_id"]):
         result = consolidate(engine, job)
     if result.status is not JobStatus.COMPLETED:
-        context.log.info(f"{job['job_id']}: needs review; contacts stay unmaterialized")
+        log_json(context, job, "contacts", event="needs_review", status=result.status.value)
         return
     seconds = time.perf_counter() - started
-    context.log.info(
-        f"{job['job_id']}: "
-        + (
-            "already completed"
-            if result.already_completed
-            else f"{result.contacts_created} contact(s) created"
-        )
+    log_json(
+        context,
+        job,
+        "contacts",
+        event="already_completed" if result.already_completed else "loaded",
+        contacts_created=0 if result.already_completed else result.contacts_created,
+        seconds=round(seconds, 3),
     )
     yield MaterializeResult(
         metadata={
@@ -54,5 +55,6 @@ def contacts(
             "status": result.status.value,
             "contacts_created": 0 if result.already_completed else result.contacts_created,
             "seconds": round(seconds, 3),
+            "rows_per_second": round(result.contacts_created / seconds, 1) if seconds else 0.0,
         }
     )

@@ -6,11 +6,12 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from ingestion_pipeline.assets.common import (
     IMPORT_RETRY_POLICY,
-    failing_job,
     PREVIEW_ISSUES,
+    failing_job,
     issues_preview,
     job_for,
     job_metadata,
+    log_json,
 )
 from ingestion_pipeline.assets.review import reviewed_staging
 from ingestion_pipeline.constants import ASSET_GROUP, IssueKind, JobStatus
@@ -41,18 +42,25 @@ def import_issues(
     if route is not Route.DONE:
         with failing_job(engine, job["job_id"]):
             result = validate(engine, job)
-        context.log.info(
-            f"{job['job_id']}: {result.open_issues} open issue(s) over {result.problem_rows} row(s)"
+        log_json(
+            context,
+            job,
+            "issues",
+            event="validated",
+            open_issues=result.open_issues,
+            problem_rows=result.problem_rows,
+            seconds=round(time.perf_counter() - started, 3),
         )
     with engine.connect() as conn:
         job = get_job(conn, job["job_id"]) or job
         counts = issue_counts_by_kind(conn, job["job_id"])
         first_issues = list_issues(conn, job["job_id"], limit=PREVIEW_ISSUES + 1)
+    seconds = time.perf_counter() - started
     review_file = ""
     if job["status"] == JobStatus.NEEDS_REVIEW.value:
         with failing_job(engine, job["job_id"]):
             review_file = write_review_file(engine, landing_zone.get_zone(), job["job_id"])
-        context.log.info(f"{job['job_id']}: rows to review written to {review_file}")
+        log_json(context, job, "issues", event="review_file_written", location=review_file)
     return MaterializeResult(
         metadata={
             **metadata,
@@ -60,7 +68,8 @@ def import_issues(
             "review_file": review_file,
             "issue_count": job["issue_count"],
             **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(seconds, 3),
+            "rows_per_second": round((job["total_rows"] or 0) / seconds, 1) if seconds else 0.0,
             "preview": issues_preview(first_issues, job["issue_count"]),
         }
     )

@@ -7,6 +7,7 @@ from ingestion_pipeline.assets.common import (
     failing_job,
     job_for,
     job_metadata,
+    log_json,
 )
 from ingestion_pipeline.constants import ASSET_GROUP
 from ingestion_pipeline.importer import Route, inspect_upload, mark_processing
@@ -32,7 +33,7 @@ def raw_upload(
     metadata = job_metadata(job, route)
     metadata["etag"] = job["source_etag"]
     if route in (Route.DONE, Route.REPROCESS):
-        context.log.info(f"{job['job_id']}: {route.value}; the file is not read")
+        log_json(context, job, "raw_upload", event="skipped", route=route.value)
         return MaterializeResult(metadata={**metadata, "status": job["status"]})
 
     zone = landing_zone.get_zone()
@@ -40,9 +41,15 @@ def raw_upload(
         mark_processing(engine, job["job_id"])
         info = zone.stat(job["source_key"])
         fmt = inspect_upload(zone, job)
-    context.log.info(
-        f"{job['job_id']}: {fmt.encoding}, {fmt.delimiter_name}-separated, "
-        f"{len(fmt.header)} columns"
+    log_json(
+        context,
+        job,
+        "raw_upload",
+        event="inspected",
+        encoding=fmt.encoding,
+        delimiter=fmt.delimiter_name,
+        columns=len(fmt.header),
+        size_bytes=info.size if info else 0,
     )
     return MaterializeResult(
         metadata={

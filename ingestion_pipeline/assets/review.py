@@ -7,6 +7,7 @@ from ingestion_pipeline.assets.common import (
     failing_job,
     job_for,
     job_metadata,
+    log_json,
 )
 from ingestion_pipeline.assets.staging import staging_rows
 from ingestion_pipeline.constants import ASSET_GROUP, JobStatus
@@ -51,12 +52,21 @@ def reviewed_staging(
                 allow_retries=False,
             ) from exc
     if outcome.decisions_file:
-        context.log.info(
-            f"{job['job_id']}: read {outcome.decisions_loaded} decision(s) from "
-            f"{outcome.decisions_file}"
+        log_json(
+            context,
+            job,
+            "reviewed_staging",
+            event="decisions_file_read",
+            location=outcome.decisions_file,
+            decisions=outcome.decisions_loaded,
         )
-    context.log.info(
-        f"{job['job_id']}: {outcome.fixed} row(s) fixed, {outcome.discarded} discarded"
+    log_json(
+        context,
+        job,
+        "reviewed_staging",
+        event="decisions_applied",
+        fixed=outcome.fixed,
+        discarded=outcome.discarded,
     )
     return MaterializeResult(
         metadata={

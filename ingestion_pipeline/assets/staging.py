@@ -7,6 +7,7 @@ from ingestion_pipeline.assets.common import (
     failing_job,
     job_for,
     job_metadata,
+    log_json,
 )
 from ingestion_pipeline.assets.raw_upload import raw_upload
 from ingestion_pipeline.constants import ASSET_GROUP
@@ -34,13 +35,19 @@ def staging_rows(
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
     if route in (Route.DONE, Route.REPROCESS):
-        context.log.info(f"{job['job_id']}: {route.value}; staging is left as it is")
+        log_json(context, job, "staging_rows", event="skipped", route=route.value)
         return MaterializeResult(metadata={**metadata, "total_rows": job["total_rows"] or 0})
 
     def progress(p: StageProgress) -> None:
-        context.log.info(
-            f"{job['job_id']}: {p.rows_read} rows read, {p.rows_written} staged "
-            f"({p.percent:.0f}% of the file, {p.seconds:.1f}s)"
+        log_json(
+            context,
+            job,
+            "staging_rows",
+            event="progress",
+            rows_read=p.rows_read,
+            rows_staged=p.rows_written,
+            percent=round(p.percent, 1),
+            seconds=round(p.seconds, 2),
         )
 
     with failing_job(engine, job["job_id"]):

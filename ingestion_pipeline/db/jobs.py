@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,28 @@ _LIST_ISSUES = sa.text(
 )
 
 
+def iter_issues(
+    conn: Connection, job_id: str, *, include_resolved: bool = False, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Issues of a job with the record numbers each concerns, in a stable order, streamed."""
+    params = {"job_id": job_id, "include_resolved": include_resolved, "limit": limit}
+    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
+        _LIST_ISSUES, params
+    )
+    for row in result.mappings():
+        yield dict(row)
+
+
 def list_issues(
     conn: Connection, job_id: str, *, include_resolved: bool = False, limit: int | None = None
-) -> list[dict]:
-    """Issues of a job with the record numbers each concerns, in a stable order."""
-    params = {"job_id": job_id, "include_resolved": include_resolved, "limit": limit}
-    return [dict(row) for row in conn.execute(_LIST_ISSUES, params).mappings()]
+) -> list[dict[str, Any]]:
+    """Issues of a job, as a list (see iter_issues)."""
+    return list(iter_issues(conn, job_id, include_resolved=include_resolved, limit=limit))
+
+
+def public_issue(issue: Mapping[str, Any]) -> dict[str, Any]:
+    """An issue as the CLI prints it."""
+    return {k: issue[k] for k in ("kind", "field", "message", "rows")}
 
 
 def issue_counts_by_kind(conn: Connection, job_id: str) -> dict[str, int]:
@@ -93,8 +109,8 @@ def issue_counts_by_kind(conn: Connection, job_id: str) -> dict[str, int]:
     return {kind: count for kind, count in conn.execute(query)}
 
 
-def job_summary(conn: Connection, job: Mapping[str, Any]) -> dict[str, Any]:
-    """The public summary of a job: what `import --json` prints."""
+def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The public summary of a job (its issues are streamed separately: see iter_issues)."""
     return {
         "job_id": job["job_id"],
         "tenant": job["tenant_id"],
@@ -107,10 +123,6 @@ def job_summary(conn: Connection, job: Mapping[str, Any]) -> dict[str, Any]:
         "encoding": job["encoding"],
         "delimiter": job["delimiter"],
         "error": job["error"],
-        "issues": [
-            {"kind": i["kind"], "field": i["field"], "message": i["message"], "rows": i["rows"]}
-            for i in list_issues(conn, job["job_id"])
-        ],
     }
 
 
