@@ -31,6 +31,7 @@ class IssueKind(str, Enum):
     INVALID_EMAIL = "invalid_email"
     DUPLICATE_EMAIL = "duplicate_email"
     EXISTING_CONTACT = "existing_contact"
+    MALFORMED_RECORD = "malformed_record"
 
 
 # Canonical contact fields, in the order they are shown and exported.
@@ -57,4 +58,6 @@ TENANT_TAG = "tenant"
 
 UPLOADS_PREFIX = "uploads/"
 REVIEWS_PREFIX = "reviews/"
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".txt")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".txt", ".json", ".ndjson", ".jsonl")
+# Any of them may also arrive gzipped, as name.csv.gz.
+COMPRESSED_EXTENSIONS: tuple[str, ...] = (".gz",)

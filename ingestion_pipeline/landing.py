@@ -15,7 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, ClassVar, Protocol
 
-from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, UPLOADS_PREFIX
+from ingestion_pipeline.constants import (
+    COMPRESSED_EXTENSIONS,
+    SUPPORTED_EXTENSIONS,
+    UPLOADS_PREFIX,
+)
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -76,9 +80,13 @@ def parse_upload_key(key: str) -> UploadKey:
         )
     if name in (".", "..") or name.startswith(".") or "\\" in name or "\x00" in name:
         raise InvalidKeyError(f"{key!r}: file name {name!r} is not allowed")
-    if PurePosixPath(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
+    path = PurePosixPath(name.lower())
+    if path.suffix in COMPRESSED_EXTENSIONS:
+        path = path.with_suffix("")
+    if path.suffix not in SUPPORTED_EXTENSIONS:
         raise InvalidKeyError(
-            f"{key!r}: unsupported extension (supported: {', '.join(SUPPORTED_EXTENSIONS)})"
+            f"{key!r}: unsupported extension (supported: {', '.join(SUPPORTED_EXTENSIONS)}, "
+            "each optionally .gz)"
         )
     return UploadKey(key=key, tenant_id=tenant, file_name=name)
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy.engine import Connection
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, RowStatus
+from ingestion_pipeline.constants import CANONICAL_FIELDS, IssueKind, RowStatus
 from ingestion_pipeline.emails import normalize_email
 from ingestion_pipeline.schemas import row_problems
 
@@ -25,6 +25,7 @@ STAGING_COPY_COLUMNS: tuple[str, ...] = (
     "status",
 )
 _COLUMN_LIST = ", ".join(STAGING_COPY_COLUMNS)
+MALFORMED = "{" + IssueKind.MALFORMED_RECORD.value + ":record}"
 
 
 def _hash_key(job_id: str) -> str:
@@ -35,9 +36,15 @@ def _hash_key(job_id: str) -> str:
 def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
     """Add the normalized email, row rule verdicts, row hash and status to a read chunk."""
     out = frame.copy()
+    for name in CANONICAL_FIELDS:
+        # One spelling per name: "é" typed as e + combining accent equals the single character.
+        out[name] = out[name].astype("str").str.normalize("NFC")
     out["email_normalized"] = normalize_email(out["email"])
     checked = out[list(CANONICAL_FIELDS)].assign(email=out["email_normalized"])
     out["problems"] = row_problems(checked)
+    if "parse_error" in out:
+        # A record that is not an object has one problem, not four missing fields.
+        out.loc[out["parse_error"].notna(), "problems"] = MALFORMED
     hashed = pd.util.hash_pandas_object(
         out[["row_number", *CANONICAL_FIELDS, "extra"]], index=False, hash_key=_hash_key(job_id)
     )

@@ -35,6 +35,8 @@ _CURRENT_PROBLEMS = sa.text(
            live.row_number,
            CASE split_part(p, ':', 1)
                WHEN :invalid_email THEN '"' || live.email || '" is not a valid email address'
+               WHEN :malformed_record
+                   THEN 'the record is not a JSON object; its text is kept in extra._raw'
                ELSE split_part(p, ':', 2) || ' is required but empty'
            END AS message
     FROM live, unnest(live.problems) AS p
@@ -130,6 +132,7 @@ def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationRes
         "invalid_email": IssueKind.INVALID_EMAIL.value,
         "duplicate_email": IssueKind.DUPLICATE_EMAIL.value,
         "existing_contact": IssueKind.EXISTING_CONTACT.value,
+        "malformed_record": IssueKind.MALFORMED_RECORD.value,
     }
     # Sorting and hashing a million emails in memory instead of in temp files.
     conn.execute(sa.text(f"SET LOCAL work_mem = '{WORK_MEM}'"))

@@ -45,7 +45,8 @@ class FileFormat:
 
     @property
     def delimiter_name(self) -> str:
-        return {";": "semicolon", ",": "comma", "\t": "tab", "|": "pipe"}[self.delimiter]
+        names = {";": "semicolon", ",": "comma", "\t": "tab", "|": "pipe", "json": "json array"}
+        return names.get(self.delimiter, self.delimiter)
 
 
 def header_key(name: str) -> str:

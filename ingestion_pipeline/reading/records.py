@@ -77,8 +77,11 @@ class Chunk:
 class ContactFile:
     """An open contacts file: its detected format and an iterator over record chunks."""
 
-    def __init__(self, stream: BinaryIO, file_name: str) -> None:
+    def __init__(
+        self, stream: BinaryIO, file_name: str, counter: ByteCounter | None = None
+    ) -> None:
         self.file_name = file_name
+        self._counter = counter
         head = _read_at_least(stream, SAMPLE_BYTES)
         self.format: FileFormat = detect_format(head, file_name)
         self._raw = _CountingReader(head, stream)
@@ -93,7 +96,7 @@ class ContactFile:
 
     @property
     def bytes_read(self) -> int:
-        return self._raw.bytes_read
+        return self._counter.count if self._counter else self._raw.bytes_read
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield chunks of at most `chunk_size` records; blank lines are not records."""
@@ -196,6 +199,19 @@ def _read_at_least(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def open_contact_file(stream: BinaryIO, file_name: str) -> ContactFile:
-    """Detect the format of `stream` and return a reader over its records."""
-    return ContactFile(stream, file_name)
+class ByteCounter(io.RawIOBase):
+    """Counts the bytes read from the stored object (compressed, if it is gzipped)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
