@@ -312,17 +312,17 @@ def _cmd_discard(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from ingestion_pipeline.db.review import rows_for_review
-    from ingestion_pipeline.review import render_issues_csv
+    from ingestion_pipeline.review import write_issues_csv
 
     with _engine().connect() as conn:
         job = _job(conn, args.job, args.tenant)
-        content = render_issues_csv(rows_for_review(conn, job["job_id"]))
-    if args.out:
-        Path(args.out).write_bytes(content)
-        print(f"{job['job_id']}: rows to review written to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(content)
-        sys.stdout.flush()
+        if args.out:
+            with Path(args.out).open("wb") as out:
+                write_issues_csv(rows_for_review(conn, job["job_id"]), out)
+            print(f"{job['job_id']}: rows to review written to {args.out}", file=sys.stderr)
+        else:
+            write_issues_csv(rows_for_review(conn, job["job_id"]), sys.stdout.buffer)
+            sys.stdout.flush()
     return EXIT_OK
 
 

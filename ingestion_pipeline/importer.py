@@ -5,6 +5,7 @@ Assets, the CLI and benchmarks call these; Dagster-specific reporting stays in t
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +41,7 @@ from ingestion_pipeline.review import (
     decisions_key,
     issues_key,
     parse_decisions,
-    render_issues_csv,
+    write_issues_csv,
 )
 
 
@@ -287,8 +288,10 @@ def apply_review(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> R
 
 def write_review_file(engine: Engine, landing: LandingZone, job_id: str) -> str:
     """Write reviews/<job_id>/issues.csv with the rows that need a reviewer; returns where."""
-    with engine.connect() as conn:
-        content = render_issues_csv(rows_for_review(conn, job_id))
     key = issues_key(job_id)
-    landing.write(key, content)
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        with engine.connect() as conn:
+            write_issues_csv(rows_for_review(conn, job_id), spool)
+        spool.seek(0)
+        landing.write(key, spool)
     return landing.describe(key)

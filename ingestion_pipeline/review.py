@@ -62,10 +62,15 @@ def restore(value: str | None) -> str | None:
     return value
 
 
-def render_issues_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    """The review file: one line per row with issues, UTF-8 with a BOM so Excel reads it right."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+def write_issues_csv(rows: Iterable[Mapping[str, Any]], out: BinaryIO) -> None:
+    """The review file: one line per row with issues, UTF-8 with a BOM so Excel reads it right.
+
+    Rows are written as they come, so a job with a million problem rows needs no more memory
+    than one with ten.
+    """
+    out.write(codecs.BOM_UTF8)
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(REVIEW_COLUMNS)
     for row in rows:
         writer.writerow(
@@ -76,7 +81,15 @@ def render_issues_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
                 "",
             ]
         )
-    return codecs.BOM_UTF8 + buffer.getvalue().encode("utf-8")
+    text.flush()
+    text.detach()
+
+
+def render_issues_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """The review file as bytes (see write_issues_csv)."""
+    buffer = io.BytesIO()
+    write_issues_csv(rows, buffer)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

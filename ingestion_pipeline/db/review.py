@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -35,9 +35,13 @@ _ROWS_FOR_REVIEW = sa.text(
 )
 
 
-def rows_for_review(conn: Connection, job_id: str) -> list[dict]:
-    """Rows with open issues, their values and a line describing their problems."""
-    return [dict(r) for r in conn.execute(_ROWS_FOR_REVIEW, {"job_id": job_id}).mappings()]
+def rows_for_review(conn: Connection, job_id: str) -> Iterator[dict]:
+    """Rows with open issues, their values and a line describing their problems, streamed."""
+    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
+        _ROWS_FOR_REVIEW, {"job_id": job_id}
+    )
+    for row in result.mappings():
+        yield dict(row)
 
 
 def record_decisions(
