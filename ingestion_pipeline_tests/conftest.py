@@ -123,3 +123,24 @@ def s3_resources(
             url=f"s3://{s3_bucket}/incoming", endpoint_url=s3_endpoint, region_name="us-east-1"
         ),
     }
+
+
+@pytest.fixture
+def cli(monkeypatch, database_url, engine, landing_dir, tmp_path, capsys):
+    """`ingestion-pipeline` run in-process on the test database and landing folder.
+
+    Calling it returns (exit code, stdout, stderr).
+    """
+    from ingestion_pipeline.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LANDING_ZONE", str(landing_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    SensorDefinition,
+    build_sensor_context,
+    materialize,
+)
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
+from ingestion_pipeline.sensors import review_sensor, upload_sensor
 
 HEADER = "email,first_name,last_name,company\n"
 
@@ -88,4 +98,49 @@ def contact_emails(engine: Engine, tenant: str) -> list[str]:
             "SELECT email_normalized FROM contacts WHERE tenant_id = :t ORDER BY 1",
             t=tenant,
         )
+    ]
+
+
+def definitions(resources: dict[str, object]) -> Definitions:
+    """The code location's assets, jobs and sensors on the test resources."""
+    return Definitions(
+        assets=IMPORT_ASSETS,
+        jobs=[import_job, reprocess_job],
+        sensors=[upload_sensor, review_sensor],
+        resources=resources,
+    )
+
+
+def sensor_tick(
+    sensor: SensorDefinition,
+    instance: DagsterInstance,
+    resources: dict[str, object],
+    cursor: str | None = None,
+) -> SensorExecutionData:
+    """One tick of `sensor`, with its partition requests applied as the daemon would."""
+    with build_sensor_context(
+        instance_ref=instance.get_ref(),
+        cursor=cursor,
+        resources=resources,
+        definitions=definitions(resources),
+    ) as context:
+        data = sensor.evaluate_tick(context)
+    for request in data.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return data
+
+
+def launch(
+    data: SensorExecutionData,
+    job_name: str,
+    instance: DagsterInstance,
+    resources: dict[str, object],
+) -> list[ExecuteInProcessResult]:
+    """Execute a tick's run requests in-process on the instance, as the daemon would launch them."""
+    job_def = definitions(resources).resolve_job_def(job_name)
+    return [
+        job_def.execute_in_process(
+            instance=instance, partition_key=r.partition_key, tags=r.tags, raise_on_error=False
+        )
+        for r in data.run_requests
     ]

@@ -22,27 +22,12 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture
-def cli_env(monkeypatch, database_url, engine, landing_dir, tmp_path):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LANDING_ZONE", str(landing_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_import_json_is_one_object_with_the_documented_shape(cli_env, capsys, engine):
-    path = cli_env / "people.csv"
+def test_import_json_is_one_object_with_the_documented_shape(cli, tmp_path, engine):
+    path = tmp_path / "people.csv"
     path.write_bytes(
         csv_text("ann@acme.io,Ann,Lee,Acme", "ann@ACME.io,Ann,Lee,Acme", "x,Bob,,Acme")
     )
-    code, out, _ = run_cli(capsys, "import", str(path), "--tenant", "acme", "--json")
+    code, out, _ = cli("import", str(path), "--tenant", "acme", "--json")
     assert code == 0
     summary = json.loads(out)
     assert set(summary) == SUMMARY_KEYS
@@ -58,17 +43,17 @@ def test_import_json_is_one_object_with_the_documented_shape(cli_env, capsys, en
     ]
     assert all(i["message"] for i in summary["issues"])
     # The run is on the shared instance, so the UI shows it.
-    assert any((cli_env / "dagster_home").iterdir())
+    assert any((tmp_path / "dagster_home").iterdir())
 
 
-def test_importing_the_same_file_again_is_the_same_job(cli_env, capsys, engine):
-    path = cli_env / "people.csv"
+def test_importing_the_same_file_again_is_the_same_job(cli, tmp_path, engine):
+    path = tmp_path / "people.csv"
     path.write_bytes(csv_text("ann@acme.io,Ann,Lee,Acme", "bob@acme.io,Bob,Stone,Acme"))
-    code, out, _ = run_cli(capsys, "import", str(path), "--tenant", "acme", "--json")
+    code, out, _ = cli("import", str(path), "--tenant", "acme", "--json")
     first = json.loads(out)
     assert (code, first["status"], first["contacts_created"]) == (0, "COMPLETED", 2)
 
-    code, out, _ = run_cli(capsys, "import", str(path), "--tenant", "acme", "--json")
+    code, out, _ = cli("import", str(path), "--tenant", "acme", "--json")
     again = json.loads(out)
     assert code == 0
     assert again["job_id"] == first["job_id"]
@@ -77,32 +62,32 @@ def test_importing_the_same_file_again_is_the_same_job(cli_env, capsys, engine):
     assert contact_emails(engine, "acme") == ["ann@acme.io", "bob@acme.io"]
 
 
-def test_rejected_file_exits_2_with_the_reason_on_stderr(cli_env, capsys, engine):
-    path = cli_env / "photo.csv"
+def test_rejected_file_exits_2_with_the_reason_on_stderr(cli, tmp_path, engine):
+    path = tmp_path / "photo.csv"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
-    code, out, err = run_cli(capsys, "import", str(path), "--tenant", "acme", "--json")
+    code, out, err = cli("import", str(path), "--tenant", "acme", "--json")
     assert code == 2
     assert "photo.csv: this is a binary file, not a text export" in err
     assert json.loads(out)["status"] == "FAILED"
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
 
 
-def test_human_summary_lists_issues(cli_env, capsys):
-    path = cli_env / "people.csv"
+def test_human_summary_lists_issues(cli, tmp_path, capsys):
+    path = tmp_path / "people.csv"
     path.write_bytes(csv_text("ann@acme.io,Ann,,Acme"))
-    code, out, _ = run_cli(capsys, "import", str(path), "--tenant", "acme")
+    code, out, _ = cli("import", str(path), "--tenant", "acme")
     assert code == 0
     assert "NEEDS_REVIEW" in out
     assert "missing_field [last_name] rows 1: last_name is required but empty" in out
 
 
-def test_bad_arguments_are_reported_without_a_traceback(cli_env, capsys):
-    code, _, err = run_cli(capsys, "import", str(cli_env / "missing.csv"), "--tenant", "acme")
+def test_bad_arguments_are_reported_without_a_traceback(cli, tmp_path, capsys):
+    code, _, err = cli("import", str(tmp_path / "missing.csv"), "--tenant", "acme")
     assert code == 1
     assert "missing.csv: no such file" in err
-    path: Path = cli_env / "people.xlsx"
+    path: Path = tmp_path / "people.xlsx"
     path.write_bytes(b"x")
-    code, _, err = run_cli(capsys, "import", str(path), "--tenant", "acme")
+    code, _, err = cli("import", str(path), "--tenant", "acme")
     assert code == 1
     assert "unsupported extension" in err
     with pytest.raises(SystemExit):

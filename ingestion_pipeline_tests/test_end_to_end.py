@@ -9,38 +9,23 @@ import sys
 import time
 from pathlib import Path
 
-from dagster import Definitions, build_sensor_context
-
-from ingestion_pipeline.assets import IMPORT_ASSETS
-from ingestion_pipeline.jobs import import_job
 from ingestion_pipeline.sensors import upload_sensor
-from ingestion_pipeline_tests.helpers import contact_emails, csv_text, rows, scalar
+from ingestion_pipeline_tests.helpers import (
+    contact_emails,
+    csv_text,
+    launch,
+    rows,
+    scalar,
+    sensor_tick,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def sensor_tick_and_runs(instance, resources, cursor=None):
     """One tick of upload_sensor, then each requested run executed on the instance."""
-    defs = Definitions(
-        assets=IMPORT_ASSETS, jobs=[import_job], sensors=[upload_sensor], resources=resources
-    )
-    with build_sensor_context(
-        instance_ref=instance.get_ref(), cursor=cursor, resources=resources, definitions=defs
-    ) as context:
-        data = upload_sensor.evaluate_tick(context)
-    for request in data.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    job_def = defs.resolve_job_def("import_job")
-    results = [
-        job_def.execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            tags=request.tags,
-            raise_on_error=False,
-        )
-        for request in data.run_requests
-    ]
-    return data, results
+    data = sensor_tick(upload_sensor, instance, resources, cursor)
+    return data, launch(data, "import_job", instance, resources)
 
 
 def test_dropped_files_are_imported_through_sensor_and_runs(

@@ -11,7 +11,6 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from ingestion_pipeline.cli import main
 from ingestion_pipeline.reading import UnreadableFileError, jsonl, open_contact_file
 from ingestion_pipeline.reading.detect import canonical_field
 from ingestion_pipeline_tests.helpers import rows
@@ -137,18 +136,9 @@ def test_gzipped_csv_and_ndjson_read_like_the_plain_files():
     assert ndjson["email"].tolist() == plain["email"].tolist()
 
 
-@pytest.fixture
-def cli(monkeypatch, database_url, engine, landing_dir, tmp_path, capsys):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LANDING_ZONE", str(landing_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
-
-    def run(path, tenant):
-        code = main(["import", str(path), "--tenant", tenant, "--json"])
-        return code, json.loads(capsys.readouterr().out)
-
-    return run
+def import_json(cli, path, tenant: str) -> tuple[int, dict]:
+    code, out, _ = cli("import", str(path), "--tenant", tenant, "--json")
+    return code, json.loads(out)
 
 
 def test_the_same_fifty_people_in_four_formats_become_fifty_contacts_each(cli, tmp_path, engine):
@@ -161,7 +151,7 @@ def test_the_same_fifty_people_in_four_formats_become_fifty_contacts_each(cli, t
     for tenant, (name, content) in uploads.items():
         path = tmp_path / name
         path.write_bytes(content)
-        code, summary = cli(path, tenant)
+        code, summary = import_json(cli, path, tenant)
         assert code == 0, summary
         assert (summary["status"], summary["contacts_created"]) == ("COMPLETED", 50), tenant
     stored = rows(
@@ -187,7 +177,7 @@ def test_the_same_fifty_people_in_four_formats_become_fifty_contacts_each(cli, t
 def test_a_malformed_ndjson_record_is_an_issue_and_its_text_is_kept(cli, tmp_path, engine):
     path = tmp_path / "crm.ndjson"
     path.write_bytes(as_ndjson(PEOPLE[:2]) + b'{"email": broken\n')
-    code, summary = cli(path, "acme")
+    code, summary = import_json(cli, path, "acme")
     assert code == 0
     assert summary["status"] == "NEEDS_REVIEW"
     assert [(i["kind"], i["rows"]) for i in summary["issues"]] == [("malformed_record", [3])]
@@ -201,5 +191,5 @@ def test_names_are_stored_in_unicode_nfc(cli, tmp_path, engine):
     first, last = decomposed.split(" ")
     path = tmp_path / "nfd.csv"
     path.write_bytes(f"email,first_name,last_name,company\nj@x.io,{first},{last},Acme\n".encode())
-    cli(path, "acme")
+    import_json(cli, path, "acme")
     assert rows(engine, "SELECT first_name, last_name FROM contacts") == [("José", "Müller")]

@@ -23,7 +23,6 @@ from sqlalchemy.engine import make_url
 
 from ingestion_pipeline import importer
 from ingestion_pipeline.assets import staging as staging_module
-from ingestion_pipeline.cli import main
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
 from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.sensors import import_failure_sensor
@@ -123,31 +122,26 @@ def test_a_transient_database_error_is_retried_and_the_import_succeeds(
     assert contact_emails(engine, "acme") == ["a@b.io"]
 
 
-def test_failed_jobs_are_listed_and_retried_from_the_cli(
-    monkeypatch, database_url, engine, landing_dir, tmp_path, capsys
-):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LANDING_ZONE", str(landing_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
+def test_failed_jobs_are_listed_and_retried_from_the_cli(cli, monkeypatch, tmp_path):
     path = tmp_path / "people.csv"
     path.write_bytes(csv_text("a@b.io,A,B,C", "c@d.io,C,D,E"))
     with monkeypatch.context() as patched:
         patched.setattr(staging_module, "stage_upload", broken_staging)
-        code = main(["import", str(path), "--tenant", "acme", "--json"])
-    out = capsys.readouterr()
+        code, out, err = cli("import", str(path), "--tenant", "acme", "--json")
     assert code == 1
-    assert "the run failed: staging_rows: object store unreachable" in out.err
-    failed = json.loads(out.out)
+    assert "the run failed: staging_rows: object store unreachable" in err
+    failed = json.loads(out)
     assert failed["status"] == "FAILED"
 
-    assert main(["jobs", "--status", "failed", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    code, out, _ = cli("jobs", "--status", "failed", "--json")
+    assert code == 0
+    listed = json.loads(out)
     assert [(j["job_id"], j["error"]) for j in listed] == [
         (failed["job_id"], "staging_rows: object store unreachable")
     ]
-    assert main(["retry", failed["job_id"], "--json"]) == 0
-    retried = json.loads(capsys.readouterr().out)
+    code, out, _ = cli("retry", failed["job_id"], "--json")
+    assert code == 0
+    retried = json.loads(out)
     assert (retried["status"], retried["contacts_created"]) == ("COMPLETED", 2)
 
 

@@ -7,11 +7,7 @@ import io
 import json
 
 import pytest
-from dagster import Definitions, build_sensor_context
 
-from ingestion_pipeline.assets import IMPORT_ASSETS
-from ingestion_pipeline.cli import main
-from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.review import (
     DecisionFileError,
     decisions_key,
@@ -21,14 +17,16 @@ from ingestion_pipeline.review import (
     render_issues_csv,
     restore,
 )
-from ingestion_pipeline.sensors import review_sensor, upload_sensor
+from ingestion_pipeline.sensors import review_sensor
 from ingestion_pipeline_tests.helpers import (
     contact_emails,
     csv_text,
     import_bytes,
     job,
+    launch,
     rows,
     scalar,
+    sensor_tick,
 )
 
 FILE = csv_text(
@@ -37,21 +35,6 @@ FILE = csv_text(
     "cy@acme.io,Cy,Doe,",  # 3 missing company
     "dee@acme.io,Dee,,Acme",  # 4 missing last name
 )
-
-
-@pytest.fixture
-def cli(monkeypatch, database_url, engine, landing_dir, tmp_path, capsys):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LANDING_ZONE", str(landing_dir))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def import_file(cli, tmp_path, tenant: str, content: bytes, name: str = "people.csv") -> dict:
@@ -290,24 +273,8 @@ def test_bad_decision_files_name_the_record_and_field(text, message):
 
 
 def review_tick(instance, resources, cursor=None):
-    defs = Definitions(
-        assets=IMPORT_ASSETS,
-        jobs=[import_job, reprocess_job],
-        sensors=[upload_sensor, review_sensor],
-        resources=resources,
-    )
-    with build_sensor_context(
-        instance_ref=instance.get_ref(), cursor=cursor, resources=resources, definitions=defs
-    ) as context:
-        data = review_sensor.evaluate_tick(context)
-    job_def = defs.resolve_job_def("reprocess_job")
-    results = [
-        job_def.execute_in_process(
-            instance=instance, partition_key=r.partition_key, tags=r.tags, raise_on_error=False
-        )
-        for r in data.run_requests
-    ]
-    return data, results
+    data = sensor_tick(review_sensor, instance, resources, cursor)
+    return data, launch(data, "reprocess_job", instance, resources)
 
 
 def test_decisions_file_uploaded_to_the_landing_zone_reprocesses_the_job(

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from dagster import Definitions, SensorResult, build_sensor_context
+from dagster import SensorResult, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from ingestion_pipeline.assets import IMPORT_ASSETS
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
-from ingestion_pipeline.jobs import import_job
 from ingestion_pipeline.landing import job_id_for
 from ingestion_pipeline.sensors import upload_sensor
-from ingestion_pipeline_tests.helpers import csv_text, rows
+from ingestion_pipeline_tests.helpers import csv_text, rows, sensor_tick
 
 
 def tick(instance, resources, cursor: str | None) -> SensorExecutionData:
-    """One sensor tick, with its partition requests applied as the daemon would."""
-    defs = Definitions(
-        assets=IMPORT_ASSETS, jobs=[import_job], sensors=[upload_sensor], resources=resources
-    )
-    with build_sensor_context(
-        instance_ref=instance.get_ref(), cursor=cursor, resources=resources, definitions=defs
-    ) as context:
-        data = upload_sensor.evaluate_tick(context)
-    for request in data.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return data
+    return sensor_tick(upload_sensor, instance, resources, cursor)
 
 
 @pytest.fixture

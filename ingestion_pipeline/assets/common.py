@@ -7,11 +7,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    Failure,
+    Jitter,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 from sqlalchemy.engine import Engine
 
+from ingestion_pipeline.constants import ASSET_GROUP
 from ingestion_pipeline.importer import Route, UnknownJobError, load_job, mark_failed
 from ingestion_pipeline.landing import ObjectChangedError
+from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.reading import UnreadableFileError
 
 # Transient faults (a dropped connection, S3 throttling) get retried; bad input never is.
@@ -19,6 +29,16 @@ IMPORT_RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 PREVIEW_ISSUES = 10
+
+
+def import_asset(**kwargs: Any):
+    """`@asset` with what every import asset shares: group, job partitions, retry policy."""
+    return asset(
+        group_name=ASSET_GROUP,
+        partitions_def=import_jobs_partitions_def,
+        retry_policy=IMPORT_RETRY_POLICY,
+        **kwargs,
+    )
 
 
 def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, Any], Route]:

@@ -3,28 +3,24 @@
 import time
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
-    IMPORT_RETRY_POLICY,
     failing_job,
+    import_asset,
     job_for,
     job_metadata,
     log_json,
 )
 from ingestion_pipeline.assets.issues import import_issues
-from ingestion_pipeline.constants import ASSET_GROUP, JobStatus
+from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.importer import consolidate
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource
 
 
-@asset(
+@import_asset(
     name="contacts",
-    group_name=ASSET_GROUP,
-    partitions_def=import_jobs_partitions_def,
     deps=[import_issues],
-    retry_policy=IMPORT_RETRY_POLICY,
     output_required=False,
     kinds={"postgres"},
 )

@@ -2,31 +2,27 @@
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
-    IMPORT_RETRY_POLICY,
     PREVIEW_ISSUES,
     failing_job,
+    import_asset,
     issues_preview,
     job_for,
     job_metadata,
     log_json,
 )
 from ingestion_pipeline.assets.review import reviewed_staging
-from ingestion_pipeline.constants import ASSET_GROUP, IssueKind, JobStatus
+from ingestion_pipeline.constants import IssueKind, JobStatus
 from ingestion_pipeline.db.jobs import get_job, issue_counts_by_kind, list_issues
 from ingestion_pipeline.importer import Route, validate, write_review_file
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
-@asset(
+@import_asset(
     name="import_issues",
-    group_name=ASSET_GROUP,
-    partitions_def=import_jobs_partitions_def,
     deps=[reviewed_staging],
-    retry_policy=IMPORT_RETRY_POLICY,
     kinds={"postgres", "pandera"},
 )
 def import_issues(

@@ -1,25 +1,20 @@
 """The raw upload: one object version in the landing zone."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
 from ingestion_pipeline.assets.common import (
-    IMPORT_RETRY_POLICY,
     failing_job,
+    import_asset,
     job_for,
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.constants import ASSET_GROUP
 from ingestion_pipeline.importer import Route, inspect_upload, mark_processing
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
-@asset(
+@import_asset(
     name="raw_upload",
-    group_name=ASSET_GROUP,
-    partitions_def=import_jobs_partitions_def,
-    retry_policy=IMPORT_RETRY_POLICY,
     kinds={"s3", "csv"},
 )
 def raw_upload(

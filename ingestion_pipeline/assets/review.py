@@ -1,29 +1,25 @@
 """Reviewed staging: the staging rows after reviewers' fixes and discards."""
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
-    IMPORT_RETRY_POLICY,
     failing_job,
+    import_asset,
     job_for,
     job_metadata,
     log_json,
 )
 from ingestion_pipeline.assets.staging import staging_rows
-from ingestion_pipeline.constants import ASSET_GROUP, JobStatus
+from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.jobs import update_job
 from ingestion_pipeline.importer import Route, apply_review, mark_processing
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review import DecisionFileError, decisions_key
 
 
-@asset(
+@import_asset(
     name="reviewed_staging",
-    group_name=ASSET_GROUP,
-    partitions_def=import_jobs_partitions_def,
     deps=[staging_rows],
-    retry_policy=IMPORT_RETRY_POLICY,
     kinds={"postgres"},
 )
 def reviewed_staging(

@@ -1,28 +1,23 @@
 """Staging rows: every data record of the upload, normalized and judged by the row rules."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
-    IMPORT_RETRY_POLICY,
     failing_job,
+    import_asset,
     job_for,
     job_metadata,
     log_json,
 )
 from ingestion_pipeline.assets.raw_upload import raw_upload
-from ingestion_pipeline.constants import ASSET_GROUP
 from ingestion_pipeline.importer import Route, StageProgress, mark_processing, stage_upload
-from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.settings import load_settings
 
 
-@asset(
+@import_asset(
     name="staging_rows",
-    group_name=ASSET_GROUP,
-    partitions_def=import_jobs_partitions_def,
     deps=[raw_upload],
-    retry_policy=IMPORT_RETRY_POLICY,
     kinds={"postgres"},
 )
 def staging_rows(

@@ -13,7 +13,7 @@ import pandas as pd
 from ingestion_pipeline.constants import CANONICAL_FIELDS, EMAIL
 from ingestion_pipeline.reading.detect import FileFormat, canonical_field, detect_encoding
 from ingestion_pipeline.reading.errors import UnreadableFileError
-from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk
+from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk, PrefixedReader
 
 JSON_EXTENSIONS = (".json", ".ndjson", ".jsonl")
 # A JSON-array element larger than this is treated as malformed, so a broken file cannot make
@@ -56,7 +56,7 @@ class JsonContactFile:
             )
         self.array = first == "["
         self._text = io.TextIOWrapper(
-            io.BufferedReader(_Prefixed(head, stream)), encoding=encoding, newline=""
+            io.BufferedReader(PrefixedReader(head, stream)), encoding=encoding, newline=""
         )
         self.records_read = 0
         self.format = FileFormat(
@@ -186,22 +186,3 @@ class JsonContactFile:
         for name in (*CANONICAL_FIELDS, "extra", "parse_error"):
             frame[name] = frame[name].astype("str")
         return Chunk(frame=frame, bytes_read=self.bytes_read)
-
-
-class _Prefixed(io.RawIOBase):
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

@@ -42,13 +42,12 @@ def _count_and_escape(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_ESCAPE_HANDLER, _count_and_escape)
 
 
-class _CountingReader(io.RawIOBase):
-    """A raw stream over `head` then `rest` that counts the bytes handed out."""
+class PrefixedReader(io.RawIOBase):
+    """A raw stream over bytes already read (`head`), then the rest of `rest`."""
 
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head = memoryview(head)
         self._rest = rest
-        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -58,12 +57,10 @@ class _CountingReader(io.RawIOBase):
             n = min(len(buffer), len(self._head))
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
-        else:
-            data = self._rest.read(len(buffer))
-            n = len(data)
-            buffer[:n] = data
-        self.bytes_read += n
-        return n
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @dataclass
@@ -81,12 +78,14 @@ class ContactFile:
         self, stream: BinaryIO, file_name: str, counter: ByteCounter | None = None
     ) -> None:
         self.file_name = file_name
+        if counter is None:
+            counter = ByteCounter(stream)
+            stream = io.BufferedReader(counter)
         self._counter = counter
         head = _read_at_least(stream, SAMPLE_BYTES)
         self.format: FileFormat = detect_format(head, file_name)
-        self._raw = _CountingReader(head, stream)
         self._text = io.TextIOWrapper(
-            io.BufferedReader(self._raw, buffer_size=1024 * 1024),
+            io.BufferedReader(PrefixedReader(head, stream), buffer_size=1024 * 1024),
             encoding=self.format.encoding,
             errors=_ESCAPE_HANDLER,
             newline="",
@@ -96,7 +95,8 @@ class ContactFile:
 
     @property
     def bytes_read(self) -> int:
-        return self._counter.count if self._counter else self._raw.bytes_read
+        """Bytes taken from the stored object so far (read-ahead included)."""
+        return self._counter.count
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield chunks of at most `chunk_size` records; blank lines are not records."""
