@@ -91,17 +91,17 @@ def timed(fn: Callable[[], None]) -> float:
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
     """Run the CLI; returns seconds, peak RSS in MiB and its JSON output."""
+    launcher = [sys.executable, str(Path(__file__).with_name("peak_rss.py"))]
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([*CLI, *args, "--json"], env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(args)} failed: {err.read().decode()[-2000:]}")
-        return seconds, usage.ru_maxrss / 1024, json.loads(out.read())
+    proc = subprocess.run(
+        [*launcher, *CLI, *args, "--json"], env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {proc.stderr[-2000:]}")
+    last = proc.stderr.strip().splitlines()[-1]
+    peak_kib = int(last.removeprefix("peak_rss_kib="))
+    return seconds, peak_kib / 1024, json.loads(proc.stdout)
 
 
 def reset_job(engine: Engine, job_id: str | None) -> None:
