@@ -45,6 +45,21 @@ def import_file(cli, tmp_path, tenant: str, content: bytes, name: str = "people.
     return json.loads(out)
 
 
+def fill_in_decisions(review_file: bytes, last_action: str = "fix") -> str:
+    """What a reviewer does with FILE's review file: fix row 2, discard row 3, fix row 4."""
+    table = list(csv.DictReader(io.StringIO(review_file.decode("utf-8-sig"))))
+    assert [r["row"] for r in table] == ["2", "3", "4"]
+    assert table[0]["problems"] == 'invalid_email: "bad-address" is not a valid email address'
+    table[0].update(email="bob@acme.io", action="fix")
+    table[1].update(action="discard")
+    table[2].update(last_name="Ray", action=last_action)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
 def open_issues(engine, job_id: str) -> list[tuple]:
     return rows(
         engine,
@@ -191,18 +206,10 @@ def test_export_apply_round_trip_through_the_cli(cli, tmp_path, engine):
     job_id = import_file(cli, tmp_path, "acme", FILE)["job_id"]
     out_file = tmp_path / "review.csv"
     assert cli("export", job_id, "--out", str(out_file))[0] == 0
-    table = list(csv.DictReader(io.StringIO(out_file.read_bytes().decode("utf-8-sig"))))
-    assert [r["row"] for r in table] == ["2", "3", "4"]
-    assert table[0]["problems"] == 'invalid_email: "bad-address" is not a valid email address'
-    table[0].update(email="bob@acme.io", action="fix")
-    table[1].update(action="discard")
-    table[2].update(last_name="Ray", action="FIX")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
     decisions = tmp_path / "decisions.csv"
-    decisions.write_text(buffer.getvalue(), encoding="utf-8")
+    decisions.write_text(
+        fill_in_decisions(out_file.read_bytes(), last_action="FIX"), encoding="utf-8"
+    )
     code, out, err = cli("apply", job_id, str(decisions))
     assert code == 0, err
     assert "3 decision(s) recorded" in out
@@ -283,16 +290,8 @@ def test_decisions_file_uploaded_to_the_landing_zone_reprocesses_the_job(
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "p.csv", FILE)
     job_id = row["job_id"]
     with local_zone.open(issues_key(job_id)) as stream:
-        table = list(csv.DictReader(io.StringIO(stream.read().decode("utf-8-sig"))))
-    assert [r["row"] for r in table] == ["2", "3", "4"]
-    table[0].update(email="bob@acme.io", action="fix")
-    table[1].update(action="discard")
-    table[2].update(last_name="Ray", action="fix")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
-    info = local_zone.write(decisions_key(job_id), buffer.getvalue().encode("utf-8-sig"))
+        filled = fill_in_decisions(stream.read())
+    info = local_zone.write(decisions_key(job_id), filled.encode("utf-8-sig"))
 
     data, results = review_tick(instance, resources)
     assert [(r.partition_key, r.run_key, r.tags["tenant"]) for r in data.run_requests] == [
