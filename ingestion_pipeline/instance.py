@@ -33,19 +33,25 @@ def dagster_storage_url(settings: Settings) -> str:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """Use $DAGSTER_HOME, or <data dir>/dagster_home with the project's dagster.yaml in it."""
+    """Use $DAGSTER_HOME, or <data dir>/dagster_home with the project's dagster.yaml in it.
+
+    When the instance's dagster.yaml reads DAGSTER_POSTGRES_URL and it is not set, it is set
+    here for this process (the embedded server's `dagster` database by default).
+    """
     if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    home = (settings.data_dir / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = project_root() / "dagster.yaml"
-    if config.exists():
-        target = home / "dagster.yaml"
-        if not target.exists() or target.read_bytes() != config.read_bytes():
-            shutil.copyfile(config, target)
-    # dagster.yaml reads its storage URL from the environment.
-    os.environ["DAGSTER_POSTGRES_URL"] = dagster_storage_url(settings)
-    os.environ["DAGSTER_HOME"] = str(home)
+        home = Path(os.environ["DAGSTER_HOME"])
+    else:
+        home = (settings.data_dir / "dagster_home").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        config = project_root() / "dagster.yaml"
+        if config.exists():
+            target = home / "dagster.yaml"
+            if not target.exists() or target.read_bytes() != config.read_bytes():
+                shutil.copyfile(config, target)
+        os.environ["DAGSTER_HOME"] = str(home)
+    instance_config = home / "dagster.yaml"
+    if instance_config.exists() and "DAGSTER_POSTGRES_URL" in instance_config.read_text():
+        os.environ["DAGSTER_POSTGRES_URL"] = dagster_storage_url(settings)
     return home
 
 

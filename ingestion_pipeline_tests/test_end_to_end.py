@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
+
+from ingestion_pipeline.db.engine import embedded_url, stop_embedded
 from ingestion_pipeline.sensors import upload_sensor
 from ingestion_pipeline_tests.helpers import (
     contact_emails,
@@ -108,3 +115,52 @@ def test_import_killed_mid_staging_resumes_to_exact_counts(database_url, engine,
     assert row == ("COMPLETED", total, total, total)
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == total
     assert scalar(engine, "SELECT count(DISTINCT email_normalized) FROM contacts") == total
+
+
+def test_newcomer_demo_on_a_fresh_machine(tmp_path):
+    """What `make demo` does, with no settings at all: a new embedded PostgreSQL, the project's
+    dagster.yaml (Dagster storage on that server), the bundled samples."""
+    data_dir = tmp_path / "data"
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copyfile(SAMPLES.parent / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "DAGSTER_POSTGRES_URL", "LANDING_ZONE", "TEST_DATABASE_URL")
+    }
+    env.update(
+        INGESTION_DATA_DIR=str(data_dir),
+        DAGSTER_HOME=str(home),
+        LANDING_ZONE=str(tmp_path / "landing"),
+    )
+    expected = {"acme": "COMPLETED", "globex": "NEEDS_REVIEW", "initech": "COMPLETED"}
+    try:
+        for sample in sorted(SAMPLES.glob("*/*")):
+            tenant = sample.parent.name
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "ingestion_pipeline.cli",
+                    "import",
+                    str(sample),
+                    "--tenant",
+                    tenant,
+                    "--json",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["status"] == expected[tenant]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DAGSTER_POSTGRES_URL", embedded_url(data_dir, database="dagster"))
+            runs = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+            assert type(runs.run_storage).__name__ == "PostgresRunStorage"
+            assert len(runs.get_runs()) == 3
+            runs.dispose()
+    finally:
+        stop_embedded(data_dir)
