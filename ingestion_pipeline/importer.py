@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -79,6 +80,23 @@ def load_job(engine: Engine, job_id: str) -> tuple[dict[str, Any], Route]:
                 f"no import job {job_id!r}: jobs are registered by upload_sensor or the CLI"
             )
         return job, route_for(job, staged_row_count(conn, job_id))
+
+
+@contextmanager
+def job_lock(engine: Engine, job_id: str) -> Iterator[None]:
+    """Hold the job's advisory lock: steps of one job, from any run or process, run one at a
+    time. A second run of the same job waits, then finds the job's new state and routes by it.
+
+    The lock lives on a connection of its own in autocommit, so no transaction stays open
+    while it is held; a process that dies releases it with its connection.
+    """
+    key = {"key": f"job:{job_id}"}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
 
 
 def mark_processing(engine: Engine, job_id: str) -> None:

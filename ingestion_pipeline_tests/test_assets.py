@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 from dagster import AssetKey, DagsterEventType
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
-from ingestion_pipeline.importer import StageProgress, consolidate, load_job, stage_upload, validate
+from ingestion_pipeline.importer import (
+    StageProgress,
+    consolidate,
+    job_lock,
+    load_job,
+    stage_upload,
+    validate,
+)
 from ingestion_pipeline_tests.helpers import (
     contact_emails,
     csv_text,
@@ -222,3 +235,75 @@ def test_import_from_an_s3_landing_zone(engine, instance, s3_resources):
     assert row["status"] == "COMPLETED"
     assert (row["encoding"], row["delimiter"]) == ("cp1252", "semicolon")
     assert scalar(engine, "SELECT last_name FROM contacts WHERE tenant_id = 'globex'") == "Müller"
+
+
+def test_two_imports_of_one_file_at_once_load_it_exactly_once(database_url, engine, tmp_path):
+    """Two processes import the same file at the same moment (a sensor run and a CLI import,
+    or a double click): the job's steps take turns, and the rows land once."""
+    path = tmp_path / "big.csv"
+    path.write_bytes(csv_text(*(f"user{i}@acme.io,F{i},L{i},Acme" for i in range(1, 30_001))))
+    procs = []
+    for n in range(2):
+        home = tmp_path / f"home{n}"
+        home.mkdir()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "LANDING_ZONE": str(tmp_path / "landing"),
+            "DAGSTER_HOME": str(home),
+            "IMPORT_CHUNK_SIZE": "1000",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "ingestion_pipeline.cli",
+            "import",
+            str(path),
+            "--tenant",
+            "acme",
+            "--json",
+        ]
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
+    outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert {o["job_id"] for o in outputs} == {outputs[0]["job_id"]}
+    assert {o["status"] for o in outputs} == {"COMPLETED"}
+    row = job(engine, outputs[0]["job_id"])
+    assert (row["total_rows"], row["processed_rows"], row["contacts_created"]) == (
+        30_000,
+        30_000,
+        30_000,
+    )
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 30_000
+    assert scalar(engine, "SELECT count(*) FROM contacts") == 30_000
+    assert scalar(engine, "SELECT count(*) FROM import_jobs") == 1
+
+
+def test_a_run_waits_while_another_holds_the_job(database_url, engine, local_zone, tmp_path):
+    job_id = register_upload(engine, local_zone, "acme", "a.csv", csv_text("a@b.io,A,B,C"))
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_text("a@b.io,A,B,C"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LANDING_ZONE": str(local_zone.root),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "ingestion_pipeline.cli",
+        "import",
+        str(path),
+        "--tenant",
+        "acme",
+        "--json",
+    ]
+    with job_lock(engine, job_id):
+        waiting = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(6)  # ample for the CLI to start and reach its first step
+        assert waiting.poll() is None
+        assert job(engine, job_id)["status"] == "PENDING"
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0
+    assert json.loads(out)["status"] == "COMPLETED"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +21,7 @@ from dagster import (
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import ASSET_GROUP
-from ingestion_pipeline.importer import Route, UnknownJobError, load_job, mark_failed
+from ingestion_pipeline.importer import Route, UnknownJobError, job_lock, load_job, mark_failed
 from ingestion_pipeline.landing import ObjectChangedError
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.reading import UnreadableFileError
@@ -31,14 +33,35 @@ IMPORT_RETRY_POLICY = RetryPolicy(
 PREVIEW_ISSUES = 10
 
 
-def import_asset(**kwargs: Any):
-    """`@asset` with what every import asset shares: group, job partitions, retry policy."""
-    return asset(
+def one_step_per_job(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the step under its job's lock (see importer.job_lock)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_step(context: AssetExecutionContext, **resources: Any) -> Iterator[Any]:
+            with job_lock(resources["database"].get_engine(), context.partition_key):
+                yield from fn(context, **resources)
+
+        return generator_step
+
+    @functools.wraps(fn)
+    def step(context: AssetExecutionContext, **resources: Any) -> Any:
+        with job_lock(resources["database"].get_engine(), context.partition_key):
+            return fn(context, **resources)
+
+    return step
+
+
+def import_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`@asset` with what every import asset shares: group, job partitions, retry policy, and
+    one step at a time per job."""
+    decorate = asset(
         group_name=ASSET_GROUP,
         partitions_def=import_jobs_partitions_def,
         retry_policy=IMPORT_RETRY_POLICY,
         **kwargs,
     )
+    return lambda fn: decorate(one_step_per_job(fn))
 
 
 def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, Any], Route]:
