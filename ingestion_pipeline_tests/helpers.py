@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -144,3 +147,21 @@ def launch(
         )
         for r in data.run_requests
     ]
+
+
+def cli_import_command(path: Path, tenant: str) -> list[str]:
+    """`ingestion-pipeline import PATH --tenant TENANT --json` as a separate process."""
+    return [sys.executable, "-m", "ingestion_pipeline.cli", "import", str(path),
+            "--tenant", tenant, "--json"]  # fmt: skip
+
+
+def cli_env(database_url: str, landing: Path, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a CLI process on the test database, landing folder and instance."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LANDING_ZONE": str(landing),
+        "DAGSTER_HOME": str(home),
+        **extra,
+    }

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,6 +19,8 @@ from ingestion_pipeline.importer import (
     validate,
 )
 from ingestion_pipeline_tests.helpers import (
+    cli_env,
+    cli_import_command,
     contact_emails,
     csv_text,
     import_bytes,
@@ -244,25 +244,10 @@ def test_two_imports_of_one_file_at_once_load_it_exactly_once(database_url, engi
     path.write_bytes(csv_text(*(f"user{i}@acme.io,F{i},L{i},Acme" for i in range(1, 30_001))))
     procs = []
     for n in range(2):
-        home = tmp_path / f"home{n}"
-        home.mkdir()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "LANDING_ZONE": str(tmp_path / "landing"),
-            "DAGSTER_HOME": str(home),
-            "IMPORT_CHUNK_SIZE": "1000",
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "ingestion_pipeline.cli",
-            "import",
-            str(path),
-            "--tenant",
-            "acme",
-            "--json",
-        ]
+        env = cli_env(
+            database_url, tmp_path / "landing", tmp_path / f"home{n}", IMPORT_CHUNK_SIZE="1000"
+        )
+        command = cli_import_command(path, "acme")
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
     outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
@@ -283,22 +268,8 @@ def test_a_run_waits_while_another_holds_the_job(database_url, engine, local_zon
     job_id = register_upload(engine, local_zone, "acme", "a.csv", csv_text("a@b.io,A,B,C"))
     path = tmp_path / "a.csv"
     path.write_bytes(csv_text("a@b.io,A,B,C"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LANDING_ZONE": str(local_zone.root),
-        "DAGSTER_HOME": str(tmp_path),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "ingestion_pipeline.cli",
-        "import",
-        str(path),
-        "--tenant",
-        "acme",
-        "--json",
-    ]
+    env = cli_env(database_url, local_zone.root, tmp_path / "home")
+    command = cli_import_command(path, "acme")
     with job_lock(engine, job_id):
         waiting = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         time.sleep(6)  # ample for the CLI to start and reach its first step

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from dagster._core.instance.ref import InstanceRef
 from ingestion_pipeline.db.engine import embedded_url, stop_embedded
 from ingestion_pipeline.sensors import upload_sensor
 from ingestion_pipeline_tests.helpers import (
+    cli_env,
+    cli_import_command,
     contact_emails,
     csv_text,
     launch,
@@ -72,24 +73,8 @@ def test_import_killed_mid_staging_resumes_to_exact_counts(database_url, engine,
     data = csv_text(*(f"user{i}@acme.io,First{i},Last{i},Acme" for i in range(1, total + 1)))
     path = tmp_path / "big.csv"
     path.write_bytes(data)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LANDING_ZONE": str(tmp_path / "landing"),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "IMPORT_CHUNK_SIZE": "1000",
-    }
-    (tmp_path / "home").mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "ingestion_pipeline.cli",
-        "import",
-        str(path),
-        "--tenant",
-        "acme",
-        "--json",
-    ]
+    env = cli_env(database_url, tmp_path / "landing", tmp_path / "home", IMPORT_CHUNK_SIZE="1000")
+    command = cli_import_command(path, "acme")
     victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     staged = 0
@@ -139,16 +124,7 @@ def test_newcomer_demo_on_a_fresh_machine(tmp_path):
         for sample in sorted(SAMPLES.glob("*/*")):
             tenant = sample.parent.name
             done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ingestion_pipeline.cli",
-                    "import",
-                    str(sample),
-                    "--tenant",
-                    tenant,
-                    "--json",
-                ],
+                cli_import_command(sample, tenant),
                 env=env,
                 capture_output=True,
                 text=True,
