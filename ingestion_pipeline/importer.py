@@ -75,11 +75,13 @@ def load_job(engine: Engine, job_id: str) -> tuple[dict[str, Any], Route]:
     """The job's row and its route; raises UnknownJobError for an unregistered partition."""
     with engine.connect() as conn:
         job = get_job(conn, job_id)
-        if job is None:
-            raise UnknownJobError(
-                f"no import job {job_id!r}: jobs are registered by upload_sensor or the CLI"
-            )
-        return job, route_for(job, staged_row_count(conn, job_id))
+    if job is None:
+        raise UnknownJobError(
+            f"no import job {job_id!r}: jobs are registered by upload_sensor or the CLI"
+        )
+    # processed_rows commits with every staged chunk, so it is the staged row count without
+    # counting the job's rows again in each step.
+    return job, route_for(job, job["processed_rows"])
 
 
 @contextmanager

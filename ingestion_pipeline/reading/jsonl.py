@@ -22,10 +22,6 @@ MAX_RECORD_CHARS = 16 * 1024 * 1024
 _READ_CHARS = 1024 * 1024
 
 
-class JsonRecordError(ValueError):
-    """A record that is not a JSON object; it becomes an issue on that record."""
-
-
 def _text(value: Any) -> str | None:
     if value is None:
         return None
