@@ -3,12 +3,14 @@
 from dagster import Definitions, in_process_executor
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
 from ingestion_pipeline.sensors import import_failure_sensor, review_sensor, upload_sensor
 
 defs = Definitions(
     assets=IMPORT_ASSETS,
+    asset_checks=IMPORT_CHECKS,
     jobs=[import_job, reprocess_job],
     sensors=[upload_sensor, review_sensor, import_failure_sensor],
     resources=build_resources(),

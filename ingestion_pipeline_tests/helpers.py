@@ -14,12 +14,12 @@ from dagster import (
     ExecuteInProcessResult,
     SensorDefinition,
     build_sensor_context,
-    materialize,
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
 from ingestion_pipeline.jobs import import_job, reprocess_job
@@ -48,16 +48,18 @@ def register_upload(
 def run_job(
     instance: DagsterInstance, resources: dict[str, object], job_id: str, tenant: str
 ) -> ExecuteInProcessResult:
-    """Materialize the import assets for one job partition on a real instance."""
+    """Run import_job (assets and their checks) for one job partition on a real instance."""
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
-    return materialize(
-        IMPORT_ASSETS,
-        partition_key=job_id,
-        instance=instance,
-        resources=resources,
-        tags={TENANT_TAG: tenant},
-        raise_on_error=False,
+    return (
+        definitions(resources)
+        .resolve_job_def("import_job")
+        .execute_in_process(
+            partition_key=job_id,
+            instance=instance,
+            tags={TENANT_TAG: tenant},
+            raise_on_error=False,
+        )
     )
 
 
@@ -108,6 +110,7 @@ def definitions(resources: dict[str, object]) -> Definitions:
     """The code location's assets, jobs and sensors on the test resources."""
     return Definitions(
         assets=IMPORT_ASSETS,
+        asset_checks=IMPORT_CHECKS,
         jobs=[import_job, reprocess_job],
         sensors=[upload_sensor, review_sensor],
         resources=resources,

@@ -1,0 +1,214 @@
+"""Asset checks on every import job partition.
+
+Blocking checks guard `contacts` against structural breakage (an unreadable upload, counts
+that do not add up): when one fails, the run stops before anything is loaded. Row problems
+are not check failures: they are issues for a reviewer. The checks on `contacts` are data
+checks on what was loaded; they do not block (nothing is downstream of contacts).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+from sqlalchemy.engine import Engine
+
+from ingestion_pipeline.assets import contacts, import_issues, raw_upload, staging_rows
+from ingestion_pipeline.db import checks as sql
+from ingestion_pipeline.db.jobs import get_job
+from ingestion_pipeline.emails import is_valid_email
+from ingestion_pipeline.importer import Route, inspect_upload, job_lock, load_job
+from ingestion_pipeline.landing import ObjectChangedError
+from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.reading import UnreadableFileError
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+
+EMAIL_CHUNK = 50_000
+
+
+def job_check(asset: Any, *, blocking: bool) -> Callable[[Callable[..., Any]], Any]:
+    """`@asset_check` on one import job partition of `asset`."""
+    return asset_check(asset=asset, blocking=blocking, partitions_def=import_jobs_partitions_def)
+
+
+def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> dict[str, Any]:
+    """The partition's job row; checks run only after their asset, so the job exists."""
+    with engine.connect() as conn:
+        job = get_job(conn, context.partition_key)
+    if job is None:
+        raise LookupError(f"no import job {context.partition_key!r}")
+    return job
+
+
+def finding_result(finding: sql.Finding, description: str, **metadata: Any) -> AssetCheckResult:
+    """A check result from a SQL finding: its figures, and the offenders when it failed."""
+    values: dict[str, Any] = {"offending": finding.count, **finding.figures, **metadata}
+    if finding.sample:
+        values["sample"] = MetadataValue.json(finding.sample)
+    return AssetCheckResult(
+        passed=finding.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=values,
+    )
+
+
+@job_check(raw_upload, blocking=True)
+def upload_readable(
+    context: AssetCheckExecutionContext,
+    database: DatabaseResource,
+    landing_zone: LandingZoneResource,
+) -> AssetCheckResult:
+    """The job's object version, if this run still has to read it, opens and has a contacts
+    header with an email column."""
+    engine = database.get_engine()
+    job, route = load_job(engine, context.partition_key)
+    location = landing_zone.get_zone().describe(job["source_key"])
+    if route not in (Route.INITIAL, Route.RESUME):
+        # A staged job is revalidated from staging; its file may be gone, and that is fine.
+        return AssetCheckResult(
+            passed=True,
+            description=f"not read: {route.value}",
+            metadata={"location": location, "file_needed": False},
+        )
+    try:
+        fmt = inspect_upload(landing_zone.get_zone(), job)
+    except (UnreadableFileError, ObjectChangedError, FileNotFoundError) as exc:
+        return AssetCheckResult(
+            passed=False,
+            description=str(exc),
+            metadata={"location": location, "etag": job["source_etag"]},
+        )
+    return AssetCheckResult(
+        passed="email" in fmt.fields,
+        description=f"{len(fmt.header)} columns, email in column {fmt.fields.get('email', 0) + 1}",
+        metadata={
+            "location": location,
+            "file_needed": True,
+            "encoding": fmt.encoding,
+            "delimiter": fmt.delimiter_name,
+            "columns": len(fmt.header),
+        },
+    )
+
+
+@job_check(staging_rows, blocking=True)
+def staging_matches_file(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """Staging holds exactly the file's records: rows 1..total_rows, none missing or extra."""
+    engine = database.get_engine()
+    with job_lock(engine, context.partition_key), engine.connect() as conn:
+        finding = sql.staging_row_count(conn, context.partition_key)
+    figures = finding.figures
+    return finding_result(
+        finding,
+        f"{figures['staged_rows']} staged of {figures['total_rows']} records "
+        f"({figures['missing_rows']} missing, {figures['extra_rows']} out of range)",
+    )
+
+
+@job_check(import_issues, blocking=True)
+def issue_rows_linked(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """Every staging row in ISSUE state is linked to an unresolved issue a reviewer can see."""
+    engine = database.get_engine()
+    with job_lock(engine, context.partition_key), engine.connect() as conn:
+        finding = sql.unlinked_issue_rows(conn, context.partition_key)
+    return finding_result(finding, f"{finding.count} ISSUE row(s) with no unresolved issue")
+
+
+@job_check(import_issues, blocking=True)
+def issue_count_matches(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """The job's issue_count equals its unresolved issues (what routes it to review)."""
+    engine = database.get_engine()
+    with job_lock(engine, context.partition_key), engine.connect() as conn:
+        finding = sql.issue_count_mismatch(conn, context.partition_key)
+    figures = finding.figures
+    return finding_result(
+        finding,
+        f"issue_count {figures['issue_count']}, unresolved issues {figures['unresolved_issues']}",
+    )
+
+
+@job_check(contacts, blocking=False)
+def contacts_unique_per_tenant(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """No two contacts of the job's tenant share a normalized email."""
+    engine = database.get_engine()
+    job = checked_job(context, engine)
+    with engine.connect() as conn:
+        finding = sql.duplicate_contacts(conn, job["tenant_id"])
+    return finding_result(
+        finding,
+        f"{finding.count} email(s) held by several contacts of tenant {job['tenant_id']}",
+        tenant=job["tenant_id"],
+    )
+
+
+@job_check(contacts, blocking=False)
+def contacts_emails_valid(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """Every contact the job loaded has an email that email-validator accepts."""
+    engine = database.get_engine()
+    checked = 0
+    invalid: list[dict[str, Any]] = []
+    invalid_count = 0
+    with engine.connect() as conn:
+        for chunk in sql.job_contact_emails(conn, context.partition_key, EMAIL_CHUNK):
+            frame = pd.DataFrame(chunk, columns=["source_row", "email"])
+            bad = frame[~is_valid_email(frame["email"])]
+            invalid_count += len(bad)
+            checked += len(frame)
+            room = sql.SAMPLE - len(invalid)
+            if room > 0:
+                invalid.extend(
+                    {"row": int(r), "email": e}
+                    for r, e in bad.head(room).itertuples(index=False, name=None)
+                )
+    return finding_result(
+        sql.Finding(invalid_count, invalid),
+        f"{invalid_count} of {checked} loaded contact(s) with an invalid email",
+        contacts_checked=checked,
+    )
+
+
+@job_check(contacts, blocking=False)
+def job_status_agrees(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """The job's status agrees with its counts: a COMPLETED job has no open issue, every row
+    processed and loaded or discarded, and as many contacts as it says it created."""
+    engine = database.get_engine()
+    with job_lock(engine, context.partition_key), engine.connect() as conn:
+        figures = sql.status_figures(conn, context.partition_key)
+    found = sql.status_disagreements(figures)
+    status = figures.pop("status")
+    return AssetCheckResult(
+        passed=not found,
+        description="; ".join(found) or f"{status}: counts agree",
+        metadata={"status": status, **figures},
+    )
+
+
+IMPORT_CHECKS: list[AssetChecksDefinition] = [
+    upload_readable,
+    staging_matches_file,
+    issue_rows_linked,
+    issue_count_matches,
+    contacts_unique_per_tenant,
+    contacts_emails_valid,
+    job_status_agrees,
+]

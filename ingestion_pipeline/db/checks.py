@@ -1,0 +1,170 @@
+"""The SQL behind the asset checks: each query is scoped to one job or one job's tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+# How many offending rows a failed check carries in its metadata.
+SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check found: how many offenders, the first few, and the figures it compared."""
+
+    count: int
+    sample: list[Any] = field(default_factory=list)
+    figures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.count == 0
+
+
+def staging_row_count(conn: Connection, job_id: str) -> Finding:
+    """Staging must hold exactly rows 1..total_rows: counts rows missing or out of range."""
+    total, staged, outside = conn.execute(
+        sa.text(
+            "SELECT coalesce(j.total_rows, 0), count(s.row_number), "
+            "count(s.row_number) FILTER (WHERE s.row_number NOT BETWEEN 1 AND "
+            "coalesce(j.total_rows, 0)) "
+            "FROM import_jobs j LEFT JOIN staging_rows s ON s.job_id = j.job_id "
+            "WHERE j.job_id = :job_id GROUP BY j.total_rows"
+        ),
+        {"job_id": job_id},
+    ).one()
+    missing = total - (staged - outside)
+    sample: list[int] = []
+    if missing:
+        sample = list(
+            conn.scalars(
+                sa.text(
+                    "SELECT n FROM generate_series(1, :total) AS n WHERE NOT EXISTS "
+                    "(SELECT 1 FROM staging_rows s WHERE s.job_id = :job_id AND s.row_number = n) "
+                    "ORDER BY n LIMIT :limit"
+                ),
+                {"job_id": job_id, "total": total, "limit": SAMPLE},
+            )
+        )
+    return Finding(
+        missing + outside,
+        sample,
+        {
+            "total_rows": total,
+            "staged_rows": staged,
+            "missing_rows": missing,
+            "extra_rows": outside,
+        },  # fmt: skip,
+    )
+
+
+def unlinked_issue_rows(conn: Connection, job_id: str) -> Finding:
+    """Rows in ISSUE state that no unresolved issue of their job points at."""
+    where = (
+        "FROM staging_rows s WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND NOT EXISTS ("
+        "SELECT 1 FROM issue_items ii JOIN issues i ON i.issue_id = ii.issue_id "
+        "WHERE ii.job_id = s.job_id AND ii.row_number = s.row_number AND NOT i.resolved)"
+    )
+    params = {"job_id": job_id}
+    count = conn.scalar(sa.text(f"SELECT count(*) {where}"), params)
+    sample = list(
+        conn.scalars(
+            sa.text(f"SELECT s.row_number {where} ORDER BY 1 LIMIT :limit"),
+            {**params, "limit": SAMPLE},
+        )
+    )
+    return Finding(count, sample)
+
+
+def issue_count_mismatch(conn: Connection, job_id: str) -> Finding:
+    """import_jobs.issue_count against the job's unresolved issues."""
+    recorded, unresolved = conn.execute(
+        sa.text(
+            "SELECT j.issue_count, (SELECT count(*) FROM issues i "
+            "WHERE i.job_id = j.job_id AND NOT i.resolved) "
+            "FROM import_jobs j WHERE j.job_id = :job_id"
+        ),
+        {"job_id": job_id},
+    ).one()
+    return Finding(
+        abs(recorded - unresolved), [], {"issue_count": recorded, "unresolved_issues": unresolved}
+    )
+
+
+def duplicate_contacts(conn: Connection, tenant_id: str) -> Finding:
+    """Normalized emails that more than one contact of the tenant holds."""
+    where = (
+        "FROM contacts WHERE tenant_id = :tenant_id GROUP BY email_normalized HAVING count(*) > 1"
+    )
+    params = {"tenant_id": tenant_id}
+    count = conn.scalar(sa.text(f"SELECT count(*) FROM (SELECT 1 {where}) AS d"), params)
+    sample = list(
+        conn.scalars(
+            sa.text(f"SELECT email_normalized {where} ORDER BY 1 LIMIT :limit"),
+            {**params, "limit": SAMPLE},
+        )
+    )
+    return Finding(count, sample)
+
+
+def job_contact_emails(conn: Connection, job_id: str, chunk_size: int) -> Iterator[list[tuple]]:
+    """The (source_row, email_normalized) of the job's contacts, in chunks (server-side cursor)."""
+    result = conn.execution_options(stream_results=True, max_row_buffer=chunk_size).execute(
+        sa.text(
+            "SELECT source_row, email_normalized FROM contacts WHERE job_id = :job_id "
+            "ORDER BY source_row"
+        ),
+        {"job_id": job_id},
+    )
+    for part in result.partitions(chunk_size):
+        yield [tuple(row) for row in part]
+
+
+def status_figures(conn: Connection, job_id: str) -> dict[str, Any]:
+    """The counts a job's status must agree with, in one statement."""
+    row = conn.execute(
+        sa.text(
+            "SELECT j.status, coalesce(j.total_rows, 0) AS total_rows, j.processed_rows, "
+            "j.issue_count, j.contacts_created, "
+            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
+            " AND s.status IN ('READY', 'ISSUE')) AS rows_pending, "
+            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
+            " AND s.status = 'SUCCESS') AS rows_loaded, "
+            "(SELECT count(*) FROM contacts c WHERE c.job_id = j.job_id) AS job_contacts "
+            "FROM import_jobs j WHERE j.job_id = :job_id"
+        ),
+        {"job_id": job_id},
+    ).one()
+    return dict(row._mapping)
+
+
+def status_disagreements(figures: dict[str, Any]) -> list[str]:
+    """What a job's counts contradict of its status; empty when they agree."""
+    status = figures["status"]
+    found = []
+    if status == "COMPLETED":
+        if figures["issue_count"]:
+            found.append(f"COMPLETED with {figures['issue_count']} open issue(s)")
+        if figures["processed_rows"] != figures["total_rows"]:
+            found.append(
+                f"COMPLETED with processed_rows {figures['processed_rows']} "
+                f"of total_rows {figures['total_rows']}"
+            )
+        if figures["rows_pending"]:
+            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still READY or ISSUE")
+        if not figures["contacts_created"] == figures["rows_loaded"] == figures["job_contacts"]:
+            found.append(
+                f"contacts_created {figures['contacts_created']}, rows loaded "
+                f"{figures['rows_loaded']} and contacts of the job {figures['job_contacts']} "
+                "differ"
+            )
+    elif status == "NEEDS_REVIEW" and not figures["issue_count"]:
+        found.append("NEEDS_REVIEW with no open issue")
+    elif status in ("PENDING", "PROCESSING", "FAILED") and figures["job_contacts"]:
+        found.append(f"{status} but {figures['job_contacts']} contact(s) already loaded")
+    return found
