@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo dev test lint format bench db-stop clean
+.PHONY: help install browser demo dev test lint format bench db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -19,6 +19,17 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# Debian's packages; the browser test drives this Chromium through its chromedriver.
+BROWSER_PACKAGES := chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser: ## Install Debian's chromium and chromium-driver for the browser test (apt-get)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else echo "install Chromium and ChromeDriver at /usr/bin (packages: $(BROWSER_PACKAGES))"; \
+		exit 1; fi
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -37,7 +48,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (se
 	DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}" \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install ## Run the test suite (real PostgreSQL, S3 API served by moto on 127.0.0.1)
+test: install browser ## Run the tests and asset checks (real PostgreSQL, S3 API by moto, Chromium)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 BENCH_ARGS ?=

@@ -84,7 +84,7 @@ def upload_readable(
         return AssetCheckResult(
             passed=False,
             description=str(exc),
-            metadata={"location": location, "etag": job["source_etag"]},
+            metadata={"location": location, "file_needed": True, "etag": job["source_etag"]},
         )
     return AssetCheckResult(
         passed="email" in fmt.fields,

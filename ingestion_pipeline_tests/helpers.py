@@ -9,6 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from dagster import (
+    AssetCheckEvaluation,
+    AssetChecksDefinition,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -61,6 +63,27 @@ def run_job(
             raise_on_error=False,
         )
     )
+
+
+def run_checks(
+    instance: DagsterInstance,
+    resources: dict[str, object],
+    job_id: str,
+    *checks: AssetChecksDefinition,
+) -> ExecuteInProcessResult:
+    """Run only `checks` on one job partition, leaving the assets as they are."""
+    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
+        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
+    job_def = definitions(resources).resolve_implicit_global_asset_job_def()
+    subset = job_def.get_subset(
+        asset_selection=set(), asset_check_selection={c.check_key for c in checks}
+    )
+    return subset.execute_in_process(partition_key=job_id, instance=instance, raise_on_error=False)
+
+
+def check_evaluations(result: ExecuteInProcessResult) -> dict[str, AssetCheckEvaluation]:
+    """The run's check evaluations by check name."""
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
 def import_bytes(

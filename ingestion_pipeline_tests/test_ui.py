@@ -1,0 +1,364 @@
+"""The operator's console for real: `dagster dev` (webserver + daemon) on loopback, a backfill
+launched with Dagster's own CLI and run by the daemon, and the UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
+from ingestion_pipeline.importer import mark_failed
+from ingestion_pipeline.landing import LocalLandingZone
+from ingestion_pipeline_tests.helpers import csv_text, import_bytes, job, register_upload, rows
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+DAGSTER = Path(sys.executable).parent / "dagster"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ASSETS = ["raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"]
+FLAWED = csv_text("dup@acme.io,Dup,One,Acme", "dup@acme.io,Dup,Two,Acme", "broken,No,Mail,Acme")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DagsterDev:
+    """A `dagster dev` process group on the test databases and a landing folder of its own."""
+
+    def __init__(self, database_url: str, storage_url: str, root: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.home = root / "dagster_home"
+        self.landing = root / "landing"
+        self.home.mkdir(parents=True)
+        self.landing.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DAGSTER_POSTGRES_URL": storage_url,
+            "DAGSTER_HOME": str(self.home),
+            "LANDING_ZONE": str(self.landing),
+        }
+        self.log = (root / "dagster_dev.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]
+
+    def wait_until_loaded(self, timeout: float = 240) -> None:
+        """Until the webserver answers and the code location is loaded."""
+        deadline = time.monotonic() + timeout
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { "
+            "locationOrLoadError { __typename } } } } }"
+        )
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {self.process.returncode}")
+            try:
+                entries = self.graphql(query)["workspaceOrError"]["locationEntries"]
+                kinds = [e["locationOrLoadError"]["__typename"] for e in entries]
+                if kinds == ["RepositoryLocation"]:
+                    return
+                if "PythonError" in kinds:
+                    raise RuntimeError(f"code location failed to load: {kinds}")
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError("dagster dev did not load the code location")
+
+    def dagster(self, *args: str) -> subprocess.CompletedProcess:
+        """Dagster's own CLI on this instance and workspace."""
+        return subprocess.run(
+            [str(DAGSTER), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(database_url: str, tmp_path_factory) -> Iterator[DagsterDev]:
+    """`dagster dev` with the project's dagster.yaml (PostgreSQL storage, queued runs)."""
+    server = make_url(database_url)
+    name = f"{server.database}_dagster_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    storage_url = server.set(database=name).render_as_string(hide_password=False)
+    dev = DagsterDev(database_url, storage_url, tmp_path_factory.mktemp("dagster_dev"))
+    try:
+        dev.wait_until_loaded()
+        yield dev
+    finally:
+        dev.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def add_partitions(dev: DagsterDev, keys: list[str]) -> None:
+    """Register job partitions on the server's instance, as upload_sensor does."""
+    code = (
+        "import sys; from dagster import DagsterInstance; "
+        f"DagsterInstance.get().add_dynamic_partitions({IMPORT_JOBS_PARTITIONS!r}, sys.argv[1:])"
+    )
+    subprocess.run([sys.executable, "-c", code, *keys], env=dev.env, check=True, timeout=120)
+
+
+RUNS_QUERY = (
+    '{ runsOrError(filter: {pipelineName: "import_job"}) { ... on Runs { results { '
+    "runId status tags { key value } } } } }"
+)
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def launch_backfill(dev: DagsterDev, keys: list[str]) -> str:
+    """`dagster job backfill` over `keys`; returns the backfill id."""
+    done = dev.dagster(
+        "job", "backfill", "-w", "workspace.yaml", "-j", "import_job",
+        "--partitions", ",".join(keys), "--noprompt",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return re.search(r"Launched backfill job `([^`]+)`", done.stdout).group(1)
+
+
+def wait_for_backfill(dev: DagsterDev, backfill_id: str, count: int, timeout: float = 600) -> list:
+    """The backfill's runs once `count` of them, and every other import run, have finished.
+
+    The daemon's upload_sensor also sees the files and may launch runs of the same jobs:
+    those must finish too before the database is compared.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = dev.graphql(RUNS_QUERY)["runsOrError"]["results"]
+        mine = [r for r in runs if {"key": "dagster/backfill", "value": backfill_id} in r["tags"]]
+        if len(mine) >= count and all(r["status"] in FINISHED for r in runs):
+            return mine
+        time.sleep(2)
+    raise TimeoutError(f"backfill {backfill_id}: runs did not finish: {runs}")
+
+
+def snapshot(engine: Engine, job_ids: list[str]) -> dict:
+    """What a backfill must not change for finished jobs: jobs' counts and contacts' ids."""
+    return {
+        "jobs": rows(
+            engine,
+            "SELECT job_id, status, total_rows, processed_rows, issue_count, contacts_created, "
+            "finished_at FROM import_jobs WHERE job_id = ANY(:ids) ORDER BY job_id",
+            ids=job_ids,
+        ),
+        "contacts": rows(
+            engine,
+            "SELECT contact_id, tenant_id, email_normalized, job_id FROM contacts ORDER BY 1",
+        ),
+        "issues": rows(engine, "SELECT issue_id, job_id, kind, resolved FROM issues ORDER BY 1"),
+    }
+
+
+@pytest.fixture(scope="module")
+def backfilled(dagster_dev: DagsterDev, database_url: str) -> dict:
+    """Jobs in every state, then one backfill over all their partitions, run by the daemon."""
+    from ingestion_pipeline.db.engine import get_engine
+    from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+
+    engine = get_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "TRUNCATE issue_items, issues, contacts, staging_rows, import_jobs, "
+                "review_decisions, review_files RESTART IDENTITY CASCADE"
+            )
+        )
+    zone = LocalLandingZone(dagster_dev.landing)
+    resources = {
+        "database": DatabaseResource(url=database_url),
+        "landing_zone": LandingZoneResource(url=str(dagster_dev.landing)),
+    }
+    from dagster import instance_for_test
+
+    completed = []
+    with instance_for_test() as instance:
+        for tenant in ("acme", "globex"):
+            body = [f"done{i}@{tenant}.io,D{i},Done,{tenant}" for i in range(1, 41)]
+            _, row = import_bytes(
+                engine, instance, resources, zone, tenant, "done.csv", csv_text(*body)
+            )
+            assert row["status"] == "COMPLETED"
+            completed.append(row["job_id"])
+    failed = []
+    for tenant in ("acme", "globex", "initech"):
+        body = [f"retry{i}@{tenant}.io,R{i},Retry,{tenant}" for i in range(1, 31)]
+        job_id = register_upload(engine, zone, tenant, "retry.csv", csv_text(*body))
+        mark_failed(engine, job_id, "server closed the connection unexpectedly")
+        failed.append(job_id)
+    flawed = register_upload(engine, zone, "initech", "flawed.csv", FLAWED)
+    keys = completed + failed + [flawed]
+    add_partitions(dagster_dev, keys)
+    before = snapshot(engine, completed)
+
+    runs = wait_for_backfill(dagster_dev, launch_backfill(dagster_dev, keys), len(keys))
+    return {
+        "engine": engine,
+        "completed": completed,
+        "failed": failed,
+        "flawed": flawed,
+        "keys": keys,
+        "before": before,
+        "runs": runs,
+    }
+
+
+def test_backfill_over_failed_and_completed_jobs(dagster_dev, backfilled):
+    engine = backfilled["engine"]
+    runs = backfilled["runs"]
+    assert sorted(r["status"] for r in runs) == ["SUCCESS"] * len(backfilled["keys"])
+    partitions = {t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"}
+    assert partitions == set(backfilled["keys"])
+    # The FAILED jobs are imported; the COMPLETED ones are untouched: same counts, same contacts.
+    for job_id in backfilled["failed"]:
+        assert (job(engine, job_id)["status"], job(engine, job_id)["contacts_created"]) == (
+            "COMPLETED",
+            30,
+        )
+    after = snapshot(engine, backfilled["completed"])
+    assert after["jobs"] == backfilled["before"]["jobs"]
+    before_ids = {c[0] for c in backfilled["before"]["contacts"]}
+    assert before_ids <= {c[0] for c in after["contacts"]}
+    assert len(after["contacts"]) == 2 * 40 + 3 * 30
+    assert job(engine, backfilled["flawed"])["status"] == "NEEDS_REVIEW"
+
+    # The same backfill again changes nothing at all.
+    everything = snapshot(engine, backfilled["keys"])
+    keys = backfilled["keys"]
+    runs = wait_for_backfill(dagster_dev, launch_backfill(dagster_dev, keys), len(keys))
+    assert [r["status"] for r in runs] == ["SUCCESS"] * len(keys)
+    assert snapshot(engine, backfilled["keys"]) == everything
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium, headless, driven by its chromedriver (installed by `make install`)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("chromium/chromedriver missing: run `make install` (it installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
+    """The page's visible text once it shows every one of `texts`."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        body = driver.find_element(By.TAG_NAME, "body").text
+        if all(t in body for t in texts):
+            return body
+        time.sleep(1)
+    missing = [t for t in texts if t not in body]
+    raise AssertionError(f"page {driver.current_url} never showed {missing}")
+
+
+def dismiss_welcome(driver) -> None:
+    """Close the UI's one-time newsletter dialog when it shows (it would cover the graph)."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        skip = driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']")
+        if skip:
+            skip[0].click()
+            return
+        time.sleep(0.5)
+
+
+def save_screenshot(driver, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_asset_graph_checks_and_issue_preview_in_the_browser(dagster_dev, backfilled, browser):
+    browser.get(f"{dagster_dev.url}/asset-groups/contacts_import")
+    wait_for_text(browser, *ASSETS)
+    dismiss_welcome(browser)
+    time.sleep(2)  # the graph lays itself out after the dialog closes
+    save_screenshot(browser, "asset-graph.png")
+
+    browser.get(f"{dagster_dev.url}/assets/import_issues?view=checks")
+    wait_for_text(browser, "issue_rows_linked", "issue_count_matches")
+    save_screenshot(browser, "import-issues-checks.png")
+
+    flawed = backfilled["flawed"]
+    browser.get(f"{dagster_dev.url}/assets/import_issues?view=partitions&partition={flawed}")
+    # The materialization's metadata: status, issue counts by kind, and the issue preview.
+    wait_for_text(
+        browser,
+        flawed,
+        "NEEDS_REVIEW",
+        "issues_duplicate_email",
+        "dup@acme.io appears on 2 rows of this file",
+        '"broken" is not a valid email address',
+    )
+    save_screenshot(browser, "import-issues-materialization.png")
