@@ -7,9 +7,9 @@ import subprocess
 import time
 
 import pytest
-from dagster import AssetKey, DagsterEventType
+from dagster import AssetKey, DagsterEventType, FloatMetadataValue, IntMetadataValue
 
-from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
+from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, IssueKind
 from ingestion_pipeline.importer import (
     StageProgress,
     consolidate,
@@ -58,6 +58,27 @@ def test_clean_file_is_loaded_as_contacts_and_completes(engine, instance, resour
         assert materialized(instance, asset, row["job_id"])
     contacts_meta = result.asset_materializations_for_node("contacts")[0].metadata
     assert contacts_meta["contacts_created"].value == 3
+
+
+def test_every_materialization_carries_numbers_the_ui_can_plot(
+    engine, instance, resources, local_zone
+):
+    result, _ = import_bytes(engine, instance, resources, local_zone, "acme", "a.csv", CLEAN)
+    numbers = {
+        asset: {
+            key
+            for key, value in result.asset_materializations_for_node(asset)[0].metadata.items()
+            if isinstance(value, (IntMetadataValue, FloatMetadataValue))
+        }
+        for asset in ("raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts")
+    }
+    assert {"size_bytes", "column_count"} <= numbers["raw_upload"]
+    assert {"total_rows", "rows_staged", "rows_per_second", "seconds"} <= numbers["staging_rows"]
+    assert {"total_rows", "fixed", "discarded"} <= numbers["reviewed_staging"]
+    assert {"total_rows", "issue_count", "rows_per_second"} | {
+        f"issues_{kind.value}" for kind in IssueKind
+    } <= numbers["import_issues"]
+    assert {"total_rows", "contacts_created", "rows_per_second"} <= numbers["contacts"]
 
 
 def test_every_rule_becomes_issues_linked_to_their_rows(engine, instance, resources, local_zone):

@@ -99,13 +99,17 @@ def log_json(
 
 
 def job_metadata(job: dict[str, Any], route: Route) -> dict[str, Any]:
-    """Metadata every import asset shows: which job, which tenant, which route."""
-    return {
+    """Metadata every import asset shows: which job, which tenant, which route, and the row
+    count once known (a number, so the UI plots it across materializations)."""
+    metadata: dict[str, Any] = {
         "job_id": job["job_id"],
         "tenant": job["tenant_id"],
         "source": job["source_key"],
         "route": route.value,
     }
+    if job["total_rows"] is not None:
+        metadata["total_rows"] = job["total_rows"]
+    return metadata
 
 
 def issues_preview(issues: list[dict[str, Any]], total: int) -> MetadataValue:

@@ -53,6 +53,7 @@ def raw_upload(
             "size_bytes": info.size if info else 0,
             "encoding": fmt.encoding,
             "delimiter": fmt.delimiter_name,
+            "column_count": len(fmt.header),
             "columns": MetadataValue.json(
                 {"header": list(fmt.header), "fields": fmt.fields, "extras": dict(fmt.extras)}
             ),
