@@ -248,6 +248,9 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         "contacts_created",
         "error",
     )
+    if args.ids:
+        print(",".join(j["job_id"] for j in jobs))
+        return EXIT_OK
     if args.json:
         out = [{**{k: j[k] for k in keys}, "created_at": j["created_at"].isoformat()} for j in jobs]
         print(json.dumps(out, ensure_ascii=False))
@@ -406,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", type=_tenant, help="only this tenant's jobs")
     p.add_argument("--status", type=str.upper, choices=[s.value for s in JobStatus])
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument(
+        "--ids",
+        action="store_true",
+        help="print only the job ids, comma-separated (for `dagster job backfill --partitions`)",
+    )
 
     p = command("issues", "show a job's open issues", _cmd_issues, job=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")

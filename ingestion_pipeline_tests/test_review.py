@@ -197,7 +197,15 @@ def test_jobs_and_issues_listings(cli, tmp_path):
         (acme["job_id"], "NEEDS_REVIEW", 3)
     ]
     code, out, _ = cli("jobs", "--status", "completed", "--json")
-    assert [j["tenant_id"] for j in json.loads(out)] == ["beta"]
+    completed = json.loads(out)
+    assert [j["tenant_id"] for j in completed] == ["beta"]
+    code, out, _ = cli("jobs", "--ids")
+    assert (code, sorted(out.strip().split(","))) == (
+        0,
+        sorted([acme["job_id"], completed[0]["job_id"]]),
+    )
+    code, out, _ = cli("jobs", "--status", "failed", "--ids")
+    assert (code, out) == (0, "\n")
     code, out, _ = cli("issues", acme["job_id"], "--json")
     assert json.loads(out)["issues"] == acme["issues"]
 

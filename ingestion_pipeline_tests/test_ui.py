@@ -236,7 +236,13 @@ def backfilled(dagster_dev: DagsterDev, database_url: str) -> dict:
         mark_failed(engine, job_id, "server closed the connection unexpectedly")
         failed.append(job_id)
     flawed = register_upload(engine, zone, "initech", "flawed.csv", FLAWED)
-    keys = completed + failed + [flawed]
+    # The README's way of selecting every FAILED job for a backfill.
+    listed = subprocess.run(
+        [sys.executable, "-m", "ingestion_pipeline.cli", "jobs", "--status", "FAILED", "--ids"],
+        env=dagster_dev.env, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert sorted(listed.strip().split(",")) == sorted(failed)
+    keys = completed + listed.strip().split(",") + [flawed]
     add_partitions(dagster_dev, keys)
     before = snapshot(engine, completed)
 
