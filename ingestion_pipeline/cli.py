@@ -47,7 +47,6 @@ def _tenant(value: str) -> str:
 
 def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str, Any]:
     """Put `path` into the landing zone for `tenant` and materialize its job in-process."""
-    from ingestion_pipeline.assets import IMPORT_ASSETS
     from ingestion_pipeline.resources import database_engine, landing_zone
 
     if not path.is_file():
@@ -66,24 +65,24 @@ def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str,
     assert job is not None
     run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
-        run_error = _materialize(job, IMPORT_ASSETS, log_level)
+        run_error = _materialize(job, "import_job", log_level)
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None
         return {**job_summary(job), "run_error": run_error}
 
 
-def _materialize(job: dict[str, Any], selection: list, log_level: str) -> str | None:
-    """Run `selection` for the job's partition in-process on the shared instance.
+def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | None:
+    """Run `job_name` (its assets and their checks) for the job's partition in-process on the
+    shared instance, as the daemon would.
 
     A job the run left half-done is marked FAILED with the run's error, as
     import_failure_sensor does for runs the daemon launched, and that error is returned; a job
     the run itself failed (a rejected file) or sent back to review speaks through its status.
     """
-    from dagster import materialize
-
-    from ingestion_pipeline.assets import IMPORT_ASSETS
     from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
+    from ingestion_pipeline.definitions import build_definitions
+    from ingestion_pipeline.importer import mark_failed
     from ingestion_pipeline.instance import get_instance
     from ingestion_pipeline.resources import build_resources
     from ingestion_pipeline.sensors import first_step_error
@@ -92,12 +91,10 @@ def _materialize(job: dict[str, Any], selection: list, log_level: str) -> str | 
     instance = get_instance(settings)
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job["job_id"]):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job["job_id"]])
-    result = materialize(
-        IMPORT_ASSETS,
-        selection=selection,
+    job_def = build_definitions(build_resources(settings)).resolve_job_def(job_name)
+    result = job_def.execute_in_process(
         partition_key=job["job_id"],
         instance=instance,
-        resources=build_resources(settings),
         tags={TENANT_TAG: job["tenant_id"]},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
@@ -105,8 +102,6 @@ def _materialize(job: dict[str, Any], selection: list, log_level: str) -> str | 
     if result.success:
         return None
     error = first_step_error(result.get_step_failure_events())
-    from ingestion_pipeline.importer import mark_failed
-
     return error if mark_failed(_engine(), job["job_id"], error, only_running=True) else None
 
 
@@ -350,23 +345,19 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_reprocess(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.assets import REPROCESS_ASSETS
-
-    return _rerun(args, REPROCESS_ASSETS)
+    return _rerun(args, "reprocess_job")
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.assets import IMPORT_ASSETS
-
-    return _rerun(args, IMPORT_ASSETS)
+    return _rerun(args, "import_job")
 
 
-def _rerun(args: argparse.Namespace, selection: list) -> int:
-    """Materialize `selection` for a job unless it is COMPLETED; print the import summary."""
+def _rerun(args: argparse.Namespace, job_name: str) -> int:
+    """Run `job_name` for a job unless it is COMPLETED; print the import summary."""
     job = _open_job(args.job, args.tenant)
     run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
-        run_error = _materialize(job, selection, _log_level(args))
+        run_error = _materialize(job, job_name, _log_level(args))
     with _engine().connect() as conn:
         summary = job_summary(_job(conn, args.job, args.tenant))
     return _finish({**summary, "run_error": run_error}, args.json)

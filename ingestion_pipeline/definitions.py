@@ -1,4 +1,6 @@
-"""The code location: assembles assets, jobs, sensors and resources; defines nothing."""
+"""The code location: assembles assets, checks, jobs, sensors and resources; defines nothing."""
+
+from collections.abc import Mapping
 
 from dagster import Definitions, in_process_executor
 
@@ -8,12 +10,18 @@ from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
 from ingestion_pipeline.sensors import import_failure_sensor, review_sensor, upload_sensor
 
-defs = Definitions(
-    assets=IMPORT_ASSETS,
-    asset_checks=IMPORT_CHECKS,
-    jobs=[import_job, reprocess_job],
-    sensors=[upload_sensor, review_sensor, import_failure_sensor],
-    resources=build_resources(),
-    # Import steps are few and sequential: one process per run, not one per step.
-    executor=in_process_executor,
-)
+
+def build_definitions(resources: Mapping[str, object]) -> Definitions:
+    """Everything on the given resources (the CLI and the tests bring their own)."""
+    return Definitions(
+        assets=IMPORT_ASSETS,
+        asset_checks=IMPORT_CHECKS,
+        jobs=[import_job, reprocess_job],
+        sensors=[upload_sensor, review_sensor, import_failure_sensor],
+        resources=resources,
+        # Import steps are few and sequential: one process per run, not one per step.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions(build_resources())

@@ -20,13 +20,10 @@ from dagster import (
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from sqlalchemy.engine import Engine
 
-from ingestion_pipeline.assets import IMPORT_ASSETS
-from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
-from ingestion_pipeline.jobs import import_job, reprocess_job
+from ingestion_pipeline.definitions import build_definitions
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
-from ingestion_pipeline.sensors import review_sensor, upload_sensor
 
 HEADER = "email,first_name,last_name,company\n"
 
@@ -130,14 +127,8 @@ def contact_emails(engine: Engine, tenant: str) -> list[str]:
 
 
 def definitions(resources: dict[str, object]) -> Definitions:
-    """The code location's assets, jobs and sensors on the test resources."""
-    return Definitions(
-        assets=IMPORT_ASSETS,
-        asset_checks=IMPORT_CHECKS,
-        jobs=[import_job, reprocess_job],
-        sensors=[upload_sensor, review_sensor],
-        resources=resources,
-    )
+    """The code location's assets, checks, jobs and sensors on the test resources."""
+    return build_definitions(resources)
 
 
 def sensor_tick(
