@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from ingestion_pipeline.constants import CANONICAL_FIELDS, TENANT_TAG, JobStatus
 from ingestion_pipeline.db.jobs import (
     NewJob,
@@ -35,6 +37,10 @@ EXIT_REJECTED = 2
 
 class UsageError(Exception):
     """A bad argument; printed without a traceback."""
+
+
+class DatabaseUnavailableError(Exception):
+    """The database went away; printed without a traceback, with what to do next."""
 
 
 def _tenant(value: str) -> str:
@@ -102,7 +108,19 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     if result.success:
         return None
     error = first_step_error(result.get_step_failure_events())
-    return error if mark_failed(_engine(), job["job_id"], error, only_running=True) else None
+    try:
+        marked = mark_failed(_engine(), job["job_id"], error, only_running=True)
+    except DBAPIError as exc:
+        raise DatabaseUnavailableError(
+            f"{job['job_id']}: the run failed: {error}\nthe job could not be marked FAILED: "
+            f"{_first_line(exc.orig)}\nrun `ingestion-pipeline retry {job['job_id']}` once the "
+            "database is back: the import resumes where it stopped"
+        ) from exc
+    return error if marked else None
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 SUMMARY_KEYS = (
@@ -447,8 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except UsageError as exc:
+    except (UsageError, DatabaseUnavailableError) as exc:
         print(f"ingestion-pipeline: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except DBAPIError as exc:
+        if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+            raise
+        print(f"ingestion-pipeline: database unavailable: {_first_line(exc.orig)}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -36,8 +36,12 @@ def embedded_url(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
     """Start (or reuse) the embedded PostgreSQL under `data_dir` and return a URL to `database`."""
     import pgserver
 
-    pgdata = data_dir / "pgdata"
+    pgdata = (data_dir / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if not (pgdata / "postmaster.pid").exists():
+        # Stopped since this process started it (`make db-stop`): pgserver would hand back its
+        # handle on the stopped server instead of starting it again.
+        pgserver.PostgresServer._instances.pop(pgdata, None)
     # cleanup_mode=None leaves the server running for the CLI, `dagster dev` and tests to share.
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     socket_dir = make_url(server.get_uri()).query["host"]
