@@ -32,6 +32,7 @@ class IssueKind(str, Enum):
     DUPLICATE_EMAIL = "duplicate_email"
     EXISTING_CONTACT = "existing_contact"
     MALFORMED_RECORD = "malformed_record"
+    VALUE_TOO_LONG = "value_too_long"
 
 
 # Canonical contact fields, in the order they are shown and exported.
@@ -41,6 +42,8 @@ LAST_NAME = "last_name"
 COMPANY = "company"
 CANONICAL_FIELDS: tuple[str, ...] = (EMAIL, FIRST_NAME, LAST_NAME, COMPANY)
 REQUIRED_FIELDS: tuple[str, ...] = CANONICAL_FIELDS
+# Longest name or company a contact may hold; a longer value is an issue, not a contact.
+MAX_NAME_LENGTH = 255
 
 # Header spellings people use for each canonical field, compared after removing case, spaces
 # and punctuation ("E-mail Address" -> "emailaddress").

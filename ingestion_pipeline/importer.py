@@ -136,6 +136,29 @@ def mark_failed(engine: Engine, job_id: str, error: str, *, only_running: bool =
         return result.rowcount == 1
 
 
+def reject_upload(engine: Engine, job_id: str, error: str) -> None:
+    """Fail the job for bad input and take back what it staged, in one transaction: a file
+    rejected at record 600,001 leaves no rows, issues or progress behind, only the error."""
+    with engine.begin() as conn:
+        params = {"job_id": job_id}
+        status = conn.scalar(
+            sa.text("SELECT status FROM import_jobs WHERE job_id = :job_id FOR UPDATE"), params
+        )
+        if status is None or status == JobStatus.COMPLETED.value:
+            return
+        # issue_items and review_decisions go with their rows (ON DELETE CASCADE).
+        conn.execute(sa.text("DELETE FROM issues WHERE job_id = :job_id"), params)
+        conn.execute(sa.text("DELETE FROM staging_rows WHERE job_id = :job_id"), params)
+        conn.execute(
+            sa.text(
+                "UPDATE import_jobs SET status = 'FAILED', error = :error, total_rows = NULL, "
+                "processed_rows = 0, issue_count = 0, updated_at = now(), finished_at = now() "
+                "WHERE job_id = :job_id"
+            ),
+            {**params, "error": error[:4000]},
+        )
+
+
 def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
     """Open the job's object version and detect its format (reads only the first bytes)."""
     with landing.open(job["source_key"], job["source_etag"]) as stream:

@@ -1,4 +1,5 @@
-"""Row rules as a pandera model: required fields present and the email a valid address."""
+"""Row rules as a pandera model: required fields present, names of a sane length, and the
+email a valid address."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, EMAIL, IssueKind
+from ingestion_pipeline.constants import (
+    CANONICAL_FIELDS,
+    COMPANY,
+    EMAIL,
+    FIRST_NAME,
+    LAST_NAME,
+    MAX_NAME_LENGTH,
+    IssueKind,
+)
 from ingestion_pipeline.emails import is_valid_email
 
 
@@ -23,6 +32,10 @@ class ContactRow(pa.DataFrameModel):
     def required(cls, values: Series[str]) -> Series[bool]:
         return values.notna()
 
+    @pa.check(FIRST_NAME, LAST_NAME, COMPANY, name="max_length", ignore_na=False)
+    def max_length(cls, values: Series[str]) -> Series[bool]:
+        return values.isna() | (values.str.len() <= MAX_NAME_LENGTH)
+
     @pa.check(EMAIL, name="email_syntax", ignore_na=False)
     def email_syntax(cls, values: Series[str]) -> Series[bool]:
         return values.isna() | is_valid_email(values)
@@ -34,6 +47,7 @@ class ContactRow(pa.DataFrameModel):
 _KIND_BY_CHECK = {
     "required": IssueKind.MISSING_FIELD.value,
     "email_syntax": IssueKind.INVALID_EMAIL.value,
+    "max_length": IssueKind.VALUE_TOO_LONG.value,
 }
 
 

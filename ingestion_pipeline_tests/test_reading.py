@@ -108,6 +108,9 @@ def test_trailing_delimiters_are_not_columns_and_ragged_rows_keep_their_values()
     assert rows[0]["extra"] is None
     assert rows[1]["company"] is None
     assert rows[2]["extra"] == {"column_6": "surplus"}
+    # A trailing delimiter is fine; too few fields, or values past the header (whose own
+    # trailing delimiter makes 5 fields), are flagged.
+    assert [r["record_problem"] for r in rows] == [None, "3/5", "6/5"]
 
 
 def test_latin1_fallback_for_bytes_cp1252_cannot_decode():

@@ -21,7 +21,14 @@ from dagster import (
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import ASSET_GROUP
-from ingestion_pipeline.importer import Route, UnknownJobError, job_lock, load_job, mark_failed
+from ingestion_pipeline.importer import (
+    Route,
+    UnknownJobError,
+    job_lock,
+    load_job,
+    mark_failed,
+    reject_upload,
+)
 from ingestion_pipeline.landing import ObjectChangedError
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.reading import UnreadableFileError
@@ -73,8 +80,9 @@ def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, A
 
 
 @contextmanager
-def failing_job(engine: Engine, job_id: str) -> Iterator[None]:
-    """Bad input fails the job at once, as a Failure that is not retried.
+def failing_job(engine: Engine, job_id: str, *, unstage: bool = False) -> Iterator[None]:
+    """Bad input fails the job at once, as a Failure that is not retried; with `unstage` (the
+    steps that read the upload), what the job staged before the bad record is taken back.
 
     Any other error is left to the retry policy; when the run fails for good,
     import_failure_sensor (or the CLI) marks the job FAILED with it.
@@ -82,7 +90,10 @@ def failing_job(engine: Engine, job_id: str) -> Iterator[None]:
     try:
         yield
     except (UnreadableFileError, ObjectChangedError) as exc:
-        mark_failed(engine, job_id, str(exc))
+        if unstage:
+            reject_upload(engine, job_id, str(exc))
+        else:
+            mark_failed(engine, job_id, str(exc))
         raise Failure(
             description=str(exc),
             metadata={"job_id": job_id, "error": str(exc)},

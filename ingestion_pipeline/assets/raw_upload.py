@@ -32,7 +32,7 @@ def raw_upload(
         return MaterializeResult(metadata={**metadata, "status": job["status"]})
 
     zone = landing_zone.get_zone()
-    with failing_job(engine, job["job_id"]):
+    with failing_job(engine, job["job_id"], unstage=True):
         mark_processing(engine, job["job_id"])
         info = zone.stat(job["source_key"])
         fmt = inspect_upload(zone, job)

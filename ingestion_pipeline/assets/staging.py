@@ -45,7 +45,7 @@ def staging_rows(
             seconds=round(p.seconds, 2),
         )
 
-    with failing_job(engine, job["job_id"]):
+    with failing_job(engine, job["job_id"], unstage=True):
         mark_processing(engine, job["job_id"])
         result = stage_upload(
             engine, landing_zone.get_zone(), job, load_settings().chunk_size, progress

@@ -33,18 +33,47 @@ def _hash_key(job_id: str) -> str:
     return hashlib.sha1(job_id.encode()).hexdigest()[:16]
 
 
+def _without_nul(out: pd.DataFrame) -> pd.Series:
+    """Replace NUL (which PostgreSQL text and JSONB cannot hold) by U+FFFD; True where found."""
+    nul = pd.Series(False, index=out.index)
+    for name, char, shown in (
+        *((n, "\x00", "\ufffd") for n in CANONICAL_FIELDS),
+        ("extra", "\\u0000", "\\ufffd"),  # the JSON escape, in the extra column's text
+    ):
+        found = out[name].astype("str").str.contains(char, regex=False, na=False)
+        if found.any():
+            out[name] = out[name].astype("str").str.replace(char, shown, regex=False)
+            nul |= found
+    return nul
+
+
 def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
     """Add the normalized email, row rule verdicts, row hash and status to a read chunk."""
     out = frame.copy()
+    nul = _without_nul(out)
     for name in CANONICAL_FIELDS:
         # One spelling per name: "é" typed as e + combining accent equals the single character.
         out[name] = out[name].astype("str").str.normalize("NFC")
     out["email_normalized"] = normalize_email(out["email"])
     checked = out[list(CANONICAL_FIELDS)].assign(email=out["email_normalized"])
     out["problems"] = row_problems(checked)
+    problem = out.get("record_problem", pd.Series(None, index=out.index, dtype="str"))
+    problem = problem.mask(nul, "nul")
     if "parse_error" in out:
         # A record that is not an object has one problem, not four missing fields.
-        out.loc[out["parse_error"].notna(), "problems"] = MALFORMED
+        malformed = out["parse_error"].notna()
+        out.loc[malformed, "problems"] = MALFORMED
+        problem = problem.mask(malformed, None)
+    if problem.notna().any():
+        # A CSV record whose fields do not line up with the header, or a record that held NUL
+        # bytes: flagged first, its other problems kept (`malformed_record:record:<n>/<width>`
+        # or `malformed_record:record:nul`).
+        flagged = problem.notna()
+        marker = "{" + IssueKind.MALFORMED_RECORD.value + ":record:"
+        rest = out.loc[flagged, "problems"].str[1:]
+        out.loc[flagged, "problems"] = (
+            marker + problem[flagged] + rest.where(rest == "}", "," + rest)
+        )
     hashed = pd.util.hash_pandas_object(
         out[["row_number", *CANONICAL_FIELDS, "extra"]], index=False, hash_key=_hash_key(job_id)
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ingestion_pipeline.constants import IssueKind, JobStatus
+from ingestion_pipeline.constants import MAX_NAME_LENGTH, IssueKind, JobStatus
 
 _CURRENT_PROBLEMS = sa.text(
     """
@@ -35,8 +35,16 @@ _CURRENT_PROBLEMS = sa.text(
            live.row_number,
            CASE split_part(p, ':', 1)
                WHEN :invalid_email THEN '"' || live.email || '" is not a valid email address'
-               WHEN :malformed_record
-                   THEN 'the record is not a JSON object; its text is kept in extra._raw'
+               WHEN :malformed_record THEN CASE split_part(p, ':', 3)
+                   WHEN '' THEN 'the record is not a JSON object; its text is kept in extra._raw'
+                   WHEN 'nul' THEN 'the record holds NUL bytes, shown as U+FFFD; fix or discard it'
+                   ELSE 'the record has ' || split_part(split_part(p, ':', 3), '/', 1)
+                        || ' fields where the header has '
+                        || split_part(split_part(p, ':', 3), '/', 2)
+                        || '; values past the header are kept in extra as column_N'
+                   END
+               WHEN :value_too_long THEN split_part(p, ':', 2) || ' is longer than '
+                   || :max_name_length || ' characters'
                ELSE split_part(p, ':', 2) || ' is required but empty'
            END AS message
     FROM live, unnest(live.problems) AS p
@@ -133,6 +141,8 @@ def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationRes
         "duplicate_email": IssueKind.DUPLICATE_EMAIL.value,
         "existing_contact": IssueKind.EXISTING_CONTACT.value,
         "malformed_record": IssueKind.MALFORMED_RECORD.value,
+        "value_too_long": IssueKind.VALUE_TOO_LONG.value,
+        "max_name_length": MAX_NAME_LENGTH,
     }
     # Sorting and hashing a million emails in memory instead of in temp files.
     conn.execute(sa.text(f"SET LOCAL work_mem = '{WORK_MEM}'"))

@@ -9,8 +9,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -101,15 +100,14 @@ class ContactFile:
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield chunks of at most `chunk_size` records; blank lines are not records."""
         fmt = self.format
-        reader = csv.reader(self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True)
+        # strict: a quote left open or a stray character after a closing quote is an error
+        # naming its line, not a silent merge of the rest of the file into one field.
+        reader = csv.reader(
+            self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=True
+        )
         header_seen = False
         while True:
-            try:
-                batch = list(islice(reader, chunk_size))
-            except csv.Error as exc:
-                raise UnreadableFileError(
-                    self.file_name, f"malformed CSV: {exc}", record=self.records_read + 1
-                ) from exc
+            batch = self._read_batch(reader, chunk_size, header_seen)
             if not batch:
                 return
             records = [r for r in batch if any(r)]
@@ -120,6 +118,26 @@ class ContactFile:
             frame = self._frame(records)
             if len(frame):
                 yield Chunk(frame=frame, bytes_read=self.bytes_read)
+
+    def _read_batch(self, reader: Any, size: int, header_seen: bool) -> list[list[str]]:
+        """Up to `size` parsed lines; a CSV syntax error names its record and first line."""
+        batch: list[list[str]] = []
+        end_line = reader.line_num
+        try:
+            for record in reader:
+                batch.append(record)
+                end_line = reader.line_num
+                if len(batch) >= size:
+                    break
+        except csv.Error as exc:
+            done = sum(1 for r in batch if any(c.strip() for c in r)) - (0 if header_seen else 1)
+            raise UnreadableFileError(
+                self.file_name,
+                _describe_csv_error(exc),
+                record=self.records_read + done + 1,
+                line=end_line + 1,
+            ) from exc
+        return batch
 
     def _repair_undecodable(self, records: list[list[str]]) -> list[list[str]]:
         """Read escaped bytes in the fallback encoding, or name the first record holding one."""
@@ -152,13 +170,17 @@ class ContactFile:
         if _escapes[0] != self._escapes_seen:
             records = self._repair_undecodable(records)
         lengths = set(map(len, records))
-        if len(lengths) > 1:
+        fields = None
+        if lengths != {width}:
+            fields = pd.Series([len(r) for r in records], dtype="int64")
             longest = max(lengths)
             records = [r + [""] * (longest - len(r)) for r in records]
         raw = pd.DataFrame(records, dtype="str")
         raw = raw.apply(lambda s: s.str.strip()).replace("", None)
         # A line of nothing but delimiters or spaces is a blank line too.
-        raw = raw[raw.notna().any(axis=1)].reset_index(drop=True)
+        keep = raw.notna().any(axis=1)
+        raw = raw[keep].reset_index(drop=True)
+
         out = pd.DataFrame(index=raw.index)
         start = self.records_read + 1
         out["row_number"] = pd.RangeIndex(start, start + len(raw))
@@ -180,7 +202,37 @@ class ContactFile:
             )
         else:
             out["extra"] = None
+        problem = pd.Series(None, index=raw.index, dtype="str")
+        if fields is not None:
+            # Fewer fields than the header, or values past it (trailing delimiters are fine):
+            # the record is kept, with an issue saying its fields do not line up.
+            fields = fields[keep.to_numpy()].reset_index(drop=True)
+            past = raw[[i for i in raw.columns if i >= width]].notna().any(axis=1)
+            ragged = (fields < width) | past
+            problem = problem.mask(ragged, fields.astype(str) + f"/{width}")
+        if problem.notna().any():
+            out["record_problem"] = problem
         return out
+
+
+def _describe_csv_error(exc: csv.Error) -> str:
+    """What Python's csv error means for the person who made the file."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "a quoted field starts here and is never closed (unterminated quote)"
+    if "expected after" in text:
+        return (
+            "a closing quote is followed by more text; a quote inside a quoted field is "
+            'written twice ("")'
+        )
+    if "field larger than field limit" in text:
+        return (
+            f"a field here is longer than {csv.field_size_limit() // (1024 * 1024)} MiB "
+            "(an unterminated quote?)"
+        )
+    if "NUL" in text:
+        return "the record contains a NUL byte (\\x00); contacts files are plain text"
+    return f"malformed CSV: {text}"
 
 
 def _redecode(value: str, encoding: str) -> str:
