@@ -1,0 +1,200 @@
+"""Hostile and broken files through real import runs: each is rejected with its file, record
+and line named and nothing left staged, or imported with an issue on the offending row."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestion_pipeline_tests.helpers import HEADER, import_bytes, rows, scalar
+
+GOOD = [f"user{i}@acme.io,First{i},Last{i},Acme" for i in range(1, 301)]
+
+
+def body(*lines: str) -> bytes:
+    return (HEADER + "".join(f"{line}\n" for line in lines)).encode()
+
+
+def open_issues(engine, job_id: str) -> list[tuple]:
+    return rows(
+        engine,
+        "SELECT i.kind, i.field, i.message, array_agg(ii.row_number ORDER BY 1) FROM issues i "
+        "JOIN issue_items ii USING (issue_id) WHERE i.job_id = :j AND NOT i.resolved "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        j=job_id,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"", "empty.csv: the file is empty"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, "empty.csv: this is a binary file"),
+        (
+            body(*GOOD[:150], 'late@acme.io,"Late,Comer,Acme', *GOOD[150:]),
+            "empty.csv, record 151 (line 152): a quoted field starts here and is never closed "
+            "(unterminated quote)",
+        ),
+        (
+            body(*GOOD[:250], 'odd@acme.io,"Odd" Name,Ray,Acme', *GOOD[250:]),
+            "empty.csv, record 251 (line 252): a closing quote is followed by more text; a quote "
+            'inside a quoted field is written twice ("")',
+        ),
+        (
+            body(*GOOD[:10]) + b'user11@acme.io,"First11,Last11,Acme\nuser12@acme.io,Firs',
+            "empty.csv, record 11 (line 12): a quoted field starts here and is never closed",
+        ),
+    ],
+    ids=["empty", "binary", "unterminated-quote", "stray-quote", "cut-off-inside-quotes"],
+)
+def test_unreadable_files_fail_their_job_naming_file_record_and_line_and_stage_nothing(
+    engine, instance, resources, local_zone, monkeypatch, content, error
+):
+    # Small chunks: the bad records come after whole chunks were staged, which must go again.
+    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "50")
+    result, job = import_bytes(
+        engine, instance, resources, local_zone, "acme", "empty.csv", content
+    )
+    assert not result.success
+    assert job["status"] == "FAILED"
+    assert job["error"].startswith(error), job["error"]
+    assert (job["processed_rows"], job["total_rows"], job["issue_count"]) == (0, None, 0)
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
+    assert scalar(engine, "SELECT count(*) FROM issues") == 0
+    assert scalar(engine, "SELECT count(*) FROM contacts") == 0
+
+
+def test_header_only_file_completes_with_zero_rows(engine, instance, resources, local_zone):
+    result, job = import_bytes(
+        engine, instance, resources, local_zone, "acme", "h.csv", HEADER.encode()
+    )
+    assert result.success
+    assert (job["status"], job["total_rows"], job["contacts_created"]) == ("COMPLETED", 0, 0)
+
+
+def test_rows_with_too_many_or_too_few_fields_are_issues_on_those_rows(
+    engine, instance, resources, local_zone
+):
+    content = (
+        body(
+            "ann@acme.io,Ann,Lee,Acme",
+            "bob@acme.io,Bob,Ray,Acme,surplus,more",  # 2: six fields
+            "cy@acme.io,Cy",  # 3: two fields
+            "dee@acme.io,Dee,Day,Acme,",  # 4: a trailing delimiter is fine
+        )
+        + b"eve@acme.io,Eve,Ra"
+    )  # 5: cut off mid-record, no newline
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "r.csv", content)
+    assert result.success
+    assert (job["status"], job["total_rows"]) == ("NEEDS_REVIEW", 5)
+    assert open_issues(engine, job["job_id"]) == [
+        (
+            "malformed_record",
+            "record",
+            "the record has 2 fields where the header has 4; values past the header are kept "
+            "in extra as column_N",
+            [3],
+        ),
+        (
+            "malformed_record",
+            "record",
+            "the record has 3 fields where the header has 4; values past the header are kept "
+            "in extra as column_N",
+            [5],
+        ),
+        (
+            "malformed_record",
+            "record",
+            "the record has 6 fields where the header has 4; values past the header are kept "
+            "in extra as column_N",
+            [2],
+        ),
+        ("missing_field", "company", "company is required but empty", [3, 5]),
+        ("missing_field", "last_name", "last_name is required but empty", [3]),
+    ]
+    extra = scalar(
+        engine,
+        "SELECT extra FROM staging_rows WHERE job_id = :j AND row_number = 2",
+        j=job["job_id"],
+    )
+    assert extra == {"column_5": "surplus", "column_6": "more"}
+    assert rows(
+        engine, "SELECT row_number, status FROM staging_rows WHERE job_id = :j ORDER BY 1",
+        j=job["job_id"],
+    ) == [(1, "READY"), (2, "ISSUE"), (3, "ISSUE"), (4, "READY"), (5, "ISSUE")]  # fmt: skip
+
+
+def test_nul_bytes_make_an_issue_on_their_row_and_never_reach_the_database_raw(
+    engine, instance, resources, local_zone
+):
+    lines = [f"{line}," for line in GOOD]
+    lines.insert(200, "nul@acme.io,Nu\x00ll,Ray,Acme,note\x00here")
+    content = (HEADER.strip() + ",notes\n" + "".join(f"{line}\n" for line in lines)).encode()
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "n.csv", content)
+    assert result.success
+    assert job["status"] == "NEEDS_REVIEW"
+    assert open_issues(engine, job["job_id"]) == [
+        (
+            "malformed_record",
+            "record",
+            "the record holds NUL bytes, shown as U+FFFD; fix or discard it",
+            [201],
+        )
+    ]
+    staged = rows(
+        engine,
+        "SELECT first_name, extra FROM staging_rows WHERE job_id = :j AND row_number = 201",
+        j=job["job_id"],
+    )
+    assert staged == [("Nu\ufffdll", {"notes": "note\ufffdhere"})]
+
+
+def test_invalid_utf8_bytes_fail_the_job_naming_the_record_and_stage_nothing(
+    engine, instance, resources, local_zone, monkeypatch
+):
+    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "1000")
+    # Past the bytes the encoding is detected from (256 KiB), where no fallback can apply.
+    lines = ["zoë@acme.io,Zoë,Lee,Acme", *(f"u{i}@acme.io,F,L,C" for i in range(2, 20_001))]
+    content = body(*lines) + b"bad@acme.io,B\xffd,Byte,Co\n"
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "u.csv", content)
+    assert not result.success
+    assert job["error"] == "u.csv, record 20001: invalid utf-8 bytes (b'\\xff' in first_name)"
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
+
+
+def test_a_ten_megabyte_field(engine, instance, resources, local_zone):
+    huge = "x" * (10 * 1024 * 1024)
+    content = (
+        "email,first_name,last_name,company,notes\n"
+        f"ann@acme.io,Ann,Lee,Acme,{huge}\n"
+        f"bob@acme.io,Bob,Ray,{huge}\n"
+        "cy@acme.io,Cy,Day,Acme\n"
+    ).encode()
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "big.csv", content)
+    assert result.success
+    assert (job["status"], job["total_rows"]) == ("NEEDS_REVIEW", 3)
+    # In a contact field: an issue on that row. In an extra column: kept whole.
+    issues = open_issues(engine, job["job_id"])
+    assert ("value_too_long", "company", "company is longer than 255 characters", [2]) in issues
+    length = scalar(
+        engine,
+        "SELECT length(extra->>'notes') FROM staging_rows WHERE job_id = :j AND row_number = 1",
+        j=job["job_id"],
+    )
+    assert length == len(huge)
+
+
+def test_duplicate_header_names_are_kept_apart_and_two_columns_for_one_field_rejected(
+    engine, instance, resources, local_zone
+):
+    content = b"email,first_name,last_name,company,notes,notes\nann@acme.io,Ann,Lee,Acme,a,b\n"
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "d.csv", content)
+    assert result.success and job["status"] == "COMPLETED"
+    assert scalar(engine, "SELECT extra FROM contacts") == {"notes": "a", "notes_2": "b"}
+
+    clash = b"email,e-mail,first_name,last_name,company\nann@acme.io,x@acme.io,Ann,Lee,Acme\n"
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "e.csv", clash)
+    assert not result.success
+    assert job["error"] == "e.csv: several columns claim the same field (email: email, e-mail)"
+    assert (
+        scalar(engine, "SELECT count(*) FROM staging_rows WHERE job_id = :j", j=job["job_id"]) == 0
+    )
