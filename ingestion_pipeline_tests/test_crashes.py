@@ -183,7 +183,7 @@ def test_database_restarted_mid_run_then_down_until_the_run_gives_up(tmp_path):
     carries the run through), then for good (the run fails with a clear error, and `retry`
     finishes the job once the server is back)."""
     data_dir = tmp_path / "private"
-    total = 150_000
+    total = 80_000
     path = contacts_file(tmp_path / "contacts.csv", total=total)
     url = embedded_url(data_dir, database="postgres")
     try:
