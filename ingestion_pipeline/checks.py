@@ -20,7 +20,7 @@ from dagster import (
     PreviewWarning,
     asset_check,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.assets import contacts, import_issues, raw_upload, staging_rows
 from ingestion_pipeline.db import checks as sql
@@ -51,6 +51,18 @@ def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> dict[str
     if job is None:
         raise LookupError(f"no import job {context.partition_key!r}")
     return job
+
+
+def locked_finding(
+    context: AssetCheckExecutionContext,
+    database: DatabaseResource,
+    query: Callable[[Connection, str], sql.Finding],
+) -> sql.Finding:
+    """`query` on the partition's job, under the job's lock: a check sees the job between
+    steps of a concurrent run, never halfway through one."""
+    engine = database.get_engine()
+    with job_lock(engine, context.partition_key), engine.connect() as conn:
+        return query(conn, context.partition_key)
 
 
 def finding_result(finding: sql.Finding, description: str, **metadata: Any) -> AssetCheckResult:
@@ -115,9 +127,7 @@ def staging_matches_file(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
     """Staging holds exactly the file's records: rows 1..total_rows, none missing or extra."""
-    engine = database.get_engine()
-    with job_lock(engine, context.partition_key), engine.connect() as conn:
-        finding = sql.staging_row_count(conn, context.partition_key)
+    finding = locked_finding(context, database, sql.staging_row_count)
     figures = finding.figures
     return finding_result(
         finding,
@@ -131,9 +141,7 @@ def issue_rows_linked(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
     """Every staging row in ISSUE state is linked to an unresolved issue a reviewer can see."""
-    engine = database.get_engine()
-    with job_lock(engine, context.partition_key), engine.connect() as conn:
-        finding = sql.unlinked_issue_rows(conn, context.partition_key)
+    finding = locked_finding(context, database, sql.unlinked_issue_rows)
     return finding_result(finding, f"{finding.count} ISSUE row(s) with no unresolved issue")
 
 
@@ -142,9 +150,7 @@ def issue_count_matches(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
     """The job's issue_count equals its unresolved issues (what routes it to review)."""
-    engine = database.get_engine()
-    with job_lock(engine, context.partition_key), engine.connect() as conn:
-        finding = sql.issue_count_mismatch(conn, context.partition_key)
+    finding = locked_finding(context, database, sql.issue_count_mismatch)
     figures = finding.figures
     return finding_result(
         finding,

@@ -63,6 +63,15 @@ def staging_row_count(conn: Connection, job_id: str) -> Finding:
     )
 
 
+def _offenders(conn: Connection, column: str, where: str, params: dict[str, Any]) -> Finding:
+    """How many rows `SELECT column <where>` yields, and the first SAMPLE of them."""
+    count = conn.scalar(sa.text(f"SELECT count(*) FROM (SELECT {column} {where}) AS o"), params)
+    sample = conn.scalars(
+        sa.text(f"SELECT {column} {where} ORDER BY 1 LIMIT :limit"), {**params, "limit": SAMPLE}
+    )
+    return Finding(count, list(sample))
+
+
 def unlinked_issue_rows(conn: Connection, job_id: str) -> Finding:
     """Rows in ISSUE state that no unresolved issue of their job points at."""
     where = (
@@ -70,15 +79,7 @@ def unlinked_issue_rows(conn: Connection, job_id: str) -> Finding:
         "SELECT 1 FROM issue_items ii JOIN issues i ON i.issue_id = ii.issue_id "
         "WHERE ii.job_id = s.job_id AND ii.row_number = s.row_number AND NOT i.resolved)"
     )
-    params = {"job_id": job_id}
-    count = conn.scalar(sa.text(f"SELECT count(*) {where}"), params)
-    sample = list(
-        conn.scalars(
-            sa.text(f"SELECT s.row_number {where} ORDER BY 1 LIMIT :limit"),
-            {**params, "limit": SAMPLE},
-        )
-    )
-    return Finding(count, sample)
+    return _offenders(conn, "s.row_number", where, {"job_id": job_id})
 
 
 def issue_count_mismatch(conn: Connection, job_id: str) -> Finding:
@@ -101,15 +102,7 @@ def duplicate_contacts(conn: Connection, tenant_id: str) -> Finding:
     where = (
         "FROM contacts WHERE tenant_id = :tenant_id GROUP BY email_normalized HAVING count(*) > 1"
     )
-    params = {"tenant_id": tenant_id}
-    count = conn.scalar(sa.text(f"SELECT count(*) FROM (SELECT 1 {where}) AS d"), params)
-    sample = list(
-        conn.scalars(
-            sa.text(f"SELECT email_normalized {where} ORDER BY 1 LIMIT :limit"),
-            {**params, "limit": SAMPLE},
-        )
-    )
-    return Finding(count, sample)
+    return _offenders(conn, "email_normalized", where, {"tenant_id": tenant_id})
 
 
 def job_contact_emails(conn: Connection, job_id: str, chunk_size: int) -> Iterator[list[tuple]]:
