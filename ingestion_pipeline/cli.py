@@ -107,7 +107,7 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     )
     if result.success:
         return None
-    error = first_step_error(result.get_step_failure_events())
+    error = first_step_error(result.get_step_failure_events(), result.get_asset_check_evaluations())
     try:
         marked = mark_failed(_engine(), job["job_id"], error, only_running=True)
     except DBAPIError as exc:

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from dagster import (
+    AssetCheckEvaluation,
     DagsterEvent,
+    DagsterEventType,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
@@ -208,9 +210,29 @@ def step_error(event: DagsterEvent) -> str | None:
     return None
 
 
-def first_step_error(events: Iterable[DagsterEvent]) -> str:
-    """The first failed step's error of a run."""
+def first_step_error(
+    events: Iterable[DagsterEvent], checks: Iterable[AssetCheckEvaluation] = ()
+) -> str:
+    """The first failed step's error of a run; a failed blocking check speaks for itself."""
+    failed = [c for c in checks if c.blocking and not c.passed]
+    if failed:
+        return "; ".join(
+            f"check {c.check_name} on {c.asset_key.to_user_string()} failed: {c.description}"
+            for c in failed
+        )
     return next((e for e in map(step_error, events) if e), "the run failed")
+
+
+def run_check_evaluations(context: RunFailureSensorContext) -> list[AssetCheckEvaluation]:
+    """The asset check evaluations of the failed run, from the instance's event log."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    return [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in records
+        if r.event_log_entry.dagster_event is not None
+    ]
 
 
 @run_failure_sensor(
@@ -226,6 +248,6 @@ def import_failure_sensor(context: RunFailureSensorContext, database: DatabaseRe
     job_id = run.tags.get("dagster/partition")
     if not job_id:
         return
-    error = first_step_error(context.get_step_failure_events())
+    error = first_step_error(context.get_step_failure_events(), run_check_evaluations(context))
     if mark_failed(database.get_engine(), job_id, error, only_running=True):
         context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")

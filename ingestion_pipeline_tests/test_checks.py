@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dagster import build_run_status_sensor_context
 
 from ingestion_pipeline.checks import (
     IMPORT_CHECKS,
@@ -21,7 +22,9 @@ from ingestion_pipeline.checks import (
 from ingestion_pipeline.constants import TENANT_TAG
 from ingestion_pipeline.db.checks import status_disagreements
 from ingestion_pipeline.db.review import record_decisions
+from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.review import Decision
+from ingestion_pipeline.sensors import import_failure_sensor
 from ingestion_pipeline_tests.helpers import (
     check_evaluations,
     csv_text,
@@ -31,6 +34,7 @@ from ingestion_pipeline_tests.helpers import (
     register_upload,
     run_checks,
     run_job,
+    scalar,
 )
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -137,6 +141,39 @@ def test_a_lost_staging_row_fails_the_blocking_check_and_nothing_is_loaded(
     assert result.asset_materializations_for_node("reviewed_staging") == []
     assert result.asset_materializations_for_node("contacts") == []
     assert job(engine, job_id)["contacts_created"] == 0
+
+
+def test_a_blocking_check_failure_is_the_job_error_the_failure_sensor_records(
+    engine, instance, resources, local_zone, database_url
+):
+    """A job whose staging finished before its run stopped, then lost a row: the next run
+    revalidates from staging, the blocking check stops it, and the job says why."""
+    _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", CLEAN)
+    job_id = row["job_id"]
+    tamper(engine, "DELETE FROM contacts WHERE job_id = :j", job_id)
+    tamper(engine, "DELETE FROM staging_rows WHERE job_id = :j AND row_number = 3", job_id)
+    tamper(
+        engine,
+        "UPDATE import_jobs SET status = 'PROCESSING', contacts_created = 0 WHERE job_id = :j",
+        job_id,
+    )
+    result = run_job(instance, resources, job_id, "acme")
+    assert not result.success
+    context = build_run_status_sensor_context(
+        sensor_name="import_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"database": DatabaseResource(url=database_url)},
+    ).for_run_failure()
+    import_failure_sensor(context)
+    failed_job = job(engine, job_id)
+    assert failed_job["status"] == "FAILED"
+    assert failed_job["error"] == (
+        "check staging_matches_file on staging_rows failed: "
+        "2 staged of 3 records (1 missing, 0 out of range)"
+    )
+    assert scalar(engine, "SELECT count(*) FROM contacts") == 0
 
 
 def test_staging_check_fails_on_rows_beyond_the_file(engine, instance, resources, local_zone):
