@@ -3,6 +3,8 @@ and line named and nothing left staged, or imported with an issue on the offendi
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ingestion_pipeline_tests.helpers import HEADER, import_bytes, rows, scalar
@@ -198,3 +200,22 @@ def test_duplicate_header_names_are_kept_apart_and_two_columns_for_one_field_rej
     assert (
         scalar(engine, "SELECT count(*) FROM staging_rows WHERE job_id = :j", j=job["job_id"]) == 0
     )
+
+
+def test_nul_escapes_in_json_records_are_an_issue_too(engine, instance, resources, local_zone):
+    records = [
+        {"email": "a@acme.io", "first_name": "A", "last_name": "B", "company": "C"},
+        {"email": "n@acme.io", "first_name": "N\u0000", "last_name": "B", "company": "C",
+         "note": {"text": "x\u0000y"}},
+    ]  # fmt: skip
+    content = "\n".join(json.dumps(r) for r in records).encode()
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "n.ndjson", content)
+    assert result.success
+    assert job["status"] == "NEEDS_REVIEW"
+    assert [i[3] for i in open_issues(engine, job["job_id"])] == [[2]]
+    staged = rows(
+        engine,
+        "SELECT first_name, extra FROM staging_rows WHERE job_id = :j AND row_number = 2",
+        j=job["job_id"],
+    )
+    assert staged == [("N\ufffd", {"note": {"text": "x\ufffdy"}})]
