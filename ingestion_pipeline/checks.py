@@ -88,7 +88,8 @@ def upload_readable(
     header with an email column."""
     engine = database.get_engine()
     job, route = load_job(engine, context.partition_key)
-    location = landing_zone.get_zone().describe(job["source_key"])
+    zone = landing_zone.get_zone()
+    location = zone.describe(job["source_key"])
     if route not in (Route.INITIAL, Route.RESUME):
         # A staged job is revalidated from staging; its file may be gone, and that is fine.
         return AssetCheckResult(
@@ -97,7 +98,7 @@ def upload_readable(
             metadata={"location": location, "file_needed": False},
         )
     try:
-        fmt = inspect_upload(landing_zone.get_zone(), job)
+        fmt = inspect_upload(zone, job)
     except (UnreadableFileError, ObjectChangedError, FileNotFoundError) as exc:
         return AssetCheckResult(
             passed=False,

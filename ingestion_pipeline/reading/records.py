@@ -180,7 +180,6 @@ class ContactFile:
         # A line of nothing but delimiters or spaces is a blank line too.
         keep = raw.notna().any(axis=1)
         raw = raw[keep].reset_index(drop=True)
-
         out = pd.DataFrame(index=raw.index)
         start = self.records_read + 1
         out["row_number"] = pd.RangeIndex(start, start + len(raw))
@@ -202,16 +201,14 @@ class ContactFile:
             )
         else:
             out["extra"] = None
-        problem = pd.Series(None, index=raw.index, dtype="str")
         if fields is not None:
             # Fewer fields than the header, or values past it (trailing delimiters are fine):
             # the record is kept, with an issue saying its fields do not line up.
             fields = fields[keep.to_numpy()].reset_index(drop=True)
             past = raw[[i for i in raw.columns if i >= width]].notna().any(axis=1)
             ragged = (fields < width) | past
-            problem = problem.mask(ragged, fields.astype(str) + f"/{width}")
-        if problem.notna().any():
-            out["record_problem"] = problem
+            if ragged.any():
+                out["record_problem"] = (fields.astype(str) + f"/{width}").where(ragged, None)
         return out
 
 
