@@ -18,8 +18,7 @@ from ingestion_pipeline.db.engine import dispose_engines, embedded_url, get_engi
 from ingestion_pipeline.landing import LocalLandingZone
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.settings import load_settings
-
-TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs")
+from ingestion_pipeline_tests.helpers import empty_database
 
 
 def _server_url() -> str:
@@ -54,8 +53,7 @@ def database_url() -> Iterator[str]:
 def engine(database_url: str) -> Engine:
     """The migrated test database, emptied before each test."""
     engine = get_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    empty_database(engine)
     return engine
 
 

@@ -12,9 +12,11 @@ from dagster import (
     AssetCheckEvaluation,
     AssetChecksDefinition,
     DagsterInstance,
+    DagsterRun,
     Definitions,
     ExecuteInProcessResult,
     SensorDefinition,
+    build_run_status_sensor_context,
     build_sensor_context,
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
@@ -24,12 +26,23 @@ from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
 from ingestion_pipeline.definitions import build_definitions
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
+from ingestion_pipeline.resources import DatabaseResource
+from ingestion_pipeline.sensors import import_failure_sensor
 
 HEADER = "email,first_name,last_name,company\n"
 
 
 def csv_text(*rows: str, header: str = HEADER) -> bytes:
     return (header + "".join(f"{row}\n" for row in rows)).encode()
+
+
+TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs")
+
+
+def empty_database(engine: Engine) -> None:
+    """Remove every job and what hangs off it (review tables go by CASCADE)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
 
 
 def register_upload(
@@ -166,10 +179,31 @@ def launch(
     ]
 
 
+def cli_command(*args: str) -> list[str]:
+    """`ingestion-pipeline ARGS...` as a separate process."""
+    return [sys.executable, "-m", "ingestion_pipeline.cli", *args]
+
+
 def cli_import_command(path: Path, tenant: str) -> list[str]:
     """`ingestion-pipeline import PATH --tenant TENANT --json` as a separate process."""
-    return [sys.executable, "-m", "ingestion_pipeline.cli", "import", str(path),
-            "--tenant", tenant, "--json"]  # fmt: skip
+    return cli_command("import", str(path), "--tenant", tenant, "--json")
+
+
+def run_failure_sensor(
+    instance: DagsterInstance,
+    result: ExecuteInProcessResult,
+    database_url: str,
+    run: DagsterRun | None = None,
+) -> None:
+    """Evaluate import_failure_sensor on the failed run of `result` (or `run`, its variant)."""
+    context = build_run_status_sensor_context(
+        sensor_name="import_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=run or result.dagster_run,
+        resources={"database": DatabaseResource(url=database_url)},
+    ).for_run_failure()
+    import_failure_sensor(context)
 
 
 def cli_env(database_url: str, landing: Path, home: Path, **extra: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dagster import build_run_status_sensor_context
 
 from ingestion_pipeline.checks import (
     IMPORT_CHECKS,
@@ -22,9 +21,7 @@ from ingestion_pipeline.checks import (
 from ingestion_pipeline.constants import TENANT_TAG
 from ingestion_pipeline.db.checks import status_disagreements
 from ingestion_pipeline.db.review import record_decisions
-from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.review import Decision
-from ingestion_pipeline.sensors import import_failure_sensor
 from ingestion_pipeline_tests.helpers import (
     check_evaluations,
     csv_text,
@@ -33,6 +30,7 @@ from ingestion_pipeline_tests.helpers import (
     job,
     register_upload,
     run_checks,
+    run_failure_sensor,
     run_job,
     scalar,
 )
@@ -159,14 +157,7 @@ def test_a_blocking_check_failure_is_the_job_error_the_failure_sensor_records(
     )
     result = run_job(instance, resources, job_id, "acme")
     assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="import_failure_sensor",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"database": DatabaseResource(url=database_url)},
-    ).for_run_failure()
-    import_failure_sensor(context)
+    run_failure_sensor(instance, result, database_url)
     failed_job = job(engine, job_id)
     assert failed_job["status"] == "FAILED"
     assert failed_job["error"] == (

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,15 @@ from dagster._core.instance.ref import InstanceRef
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.db.engine import embedded_url, get_engine, stop_embedded
-from ingestion_pipeline_tests.helpers import cli_env, cli_import_command, csv_text, rows, scalar
+from ingestion_pipeline_tests.helpers import (
+    cli_command,
+    cli_env,
+    cli_import_command,
+    csv_text,
+    empty_database,
+    rows,
+    scalar,
+)
 
 ROWS = 120_000
 BAD_EVERY = 4_000  # every 4,000th record has no valid email: 30 issue rows
@@ -35,7 +42,7 @@ def contacts_file(path: Path, total: int = ROWS, bad_every: int | None = None) -
 
 def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ingestion_pipeline.cli", *args],
+        cli_command(*args),
         env=env,
         capture_output=True,
         text=True,
@@ -134,8 +141,7 @@ def test_killed_during_validation_then_reprocess_killed_during_the_load(
 
     # The reviewer discards the same rows; the reprocess is killed while contacts are inserted.
     assert cli(env, "discard", job_id, *bad_rows).returncode == 0
-    reprocess = [sys.executable, "-m", "ingestion_pipeline.cli", "reprocess", job_id]
-    kill_during(engine, reprocess, env, "INSERT INTO contacts")
+    kill_during(engine, cli_command("reprocess", job_id), env, "INSERT INTO contacts")
     assert loaded(engine, "acme") == []
     assert job_row(engine, "acme")[4] == 0
 
@@ -222,8 +228,7 @@ def test_database_restarted_mid_run_then_down_until_the_run_gives_up(tmp_path):
         assert "staging_rows" in retried_steps(tmp_path / "home")
 
         # 2. Down until the retries run out: a clear error, no traceback, the job resumable.
-        with engine.begin() as conn:
-            conn.execute(sa.text("TRUNCATE contacts, staging_rows, import_jobs CASCADE"))
+        empty_database(engine)
         victim = stop_when_staged(10_000, down_for=None)
         out, err = victim.communicate(timeout=300)
         assert victim.returncode == 1

@@ -15,7 +15,6 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     Failure,
-    build_run_status_sensor_context,
 )
 from dagster._core.instance.ref import InstanceRef
 from sqlalchemy.engine import make_url
@@ -23,14 +22,13 @@ from sqlalchemy.engine import make_url
 from ingestion_pipeline import importer
 from ingestion_pipeline.assets import staging as staging_module
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
-from ingestion_pipeline.resources import DatabaseResource
-from ingestion_pipeline.sensors import import_failure_sensor
 from ingestion_pipeline_tests.helpers import (
     contact_emails,
     csv_text,
     job,
     register_upload,
     rows,
+    run_failure_sensor,
     run_job,
 )
 from ingestion_pipeline_tests.test_sensors import tick
@@ -77,21 +75,12 @@ def test_failure_sensor_marks_the_job_failed_unless_a_retry_is_pending(
     assert not result.success
     assert job(engine, job_id)["status"] == "PROCESSING"
 
-    def evaluate(run) -> None:
-        context = build_run_status_sensor_context(
-            sensor_name="import_failure_sensor",
-            dagster_event=result.get_run_failure_event(),
-            dagster_instance=instance,
-            dagster_run=run,
-            resources={"database": DatabaseResource(url=database_url)},
-        ).for_run_failure()
-        import_failure_sensor(context)
-
-    evaluate(
-        result.dagster_run.with_tags({**result.dagster_run.tags, "dagster/will_retry": "true"})
+    retrying = result.dagster_run.with_tags(
+        {**result.dagster_run.tags, "dagster/will_retry": "true"}
     )
+    run_failure_sensor(instance, result, database_url, retrying)
     assert job(engine, job_id)["status"] == "PROCESSING"
-    evaluate(result.dagster_run)
+    run_failure_sensor(instance, result, database_url)
     failed = job(engine, job_id)
     assert failed["status"] == "FAILED"
     assert failed["error"] == "staging_rows: object store unreachable"

@@ -19,12 +19,23 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dagster import instance_for_test
 from sqlalchemy.engine import Engine, make_url
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
+from ingestion_pipeline.db.engine import get_engine
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import LocalLandingZone
-from ingestion_pipeline_tests.helpers import csv_text, import_bytes, job, register_upload, rows
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline_tests.helpers import (
+    cli_command,
+    csv_text,
+    empty_database,
+    import_bytes,
+    job,
+    register_upload,
+    rows,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -202,24 +213,13 @@ def snapshot(engine: Engine, job_ids: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def backfilled(dagster_dev: DagsterDev, database_url: str) -> dict:
     """Jobs in every state, then one backfill over all their partitions, run by the daemon."""
-    from ingestion_pipeline.db.engine import get_engine
-    from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-
     engine = get_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "TRUNCATE issue_items, issues, contacts, staging_rows, import_jobs, "
-                "review_decisions, review_files RESTART IDENTITY CASCADE"
-            )
-        )
+    empty_database(engine)
     zone = LocalLandingZone(dagster_dev.landing)
     resources = {
         "database": DatabaseResource(url=database_url),
         "landing_zone": LandingZoneResource(url=str(dagster_dev.landing)),
     }
-    from dagster import instance_for_test
-
     completed = []
     with instance_for_test() as instance:
         for tenant in ("acme", "globex"):
@@ -238,7 +238,7 @@ def backfilled(dagster_dev: DagsterDev, database_url: str) -> dict:
     flawed = register_upload(engine, zone, "initech", "flawed.csv", FLAWED)
     # The README's way of selecting every FAILED job for a backfill.
     listed = subprocess.run(
-        [sys.executable, "-m", "ingestion_pipeline.cli", "jobs", "--status", "FAILED", "--ids"],
+        cli_command("jobs", "--status", "FAILED", "--ids"),
         env=dagster_dev.env, capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
     assert sorted(listed.strip().split(",")) == sorted(failed)
