@@ -37,6 +37,7 @@ from ingestion_pipeline.db.staging import copy_chunk, prepare_chunk
 from ingestion_pipeline.db.validation import ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
 from ingestion_pipeline.reading import FileFormat, open_contact_file
+from ingestion_pipeline.reading.errors import records_from
 from ingestion_pipeline.review import (
     DecisionFileError,
     decisions_key,
@@ -257,7 +258,8 @@ def stage_upload(
         mark = time.perf_counter()
         for chunk in source.chunks(chunk_size):
             t_read = time.perf_counter()
-            prepared = prepare_chunk(chunk.frame, job_id)
+            with records_from(job["file_name"], int(chunk.frame["row_number"].iloc[0])):
+                prepared = prepare_chunk(chunk.frame, job_id)
             t_valid = time.perf_counter()
             timings["read"] += t_read - mark
             timings["validate"] += t_valid - t_read

@@ -219,3 +219,53 @@ def test_nul_escapes_in_json_records_are_an_issue_too(engine, instance, resource
         j=job["job_id"],
     )
     assert staged == [("N\ufffd", {"note": {"text": "x\ufffdy"}})]
+
+
+def test_cp1252_semicolon_export_with_trailing_delimiters_on_every_line_imports(
+    engine, instance, resources, local_zone
+):
+    # European Excel's "CSV (semicolon)": cp1252, CRLF, and ';;' closing every line, so the
+    # two unnamed columns past the header are empty in every record.
+    lines = ["E-Mail;Vorname;Nachname;Firma;;"] + [
+        f"user{i}@example.de;J\u00fcrgen{i};M\u00fcller;B\u00e4ckerei GmbH;;" for i in range(1, 6)
+    ]
+    content = ("\r\n".join(lines) + "\r\n").encode("cp1252")
+    result, job = import_bytes(engine, instance, resources, local_zone, "acme", "k.csv", content)
+    assert result.success, job["error"]
+    assert (job["status"], job["total_rows"], job["contacts_created"]) == ("COMPLETED", 5, 5)
+    assert (job["encoding"], job["delimiter"]) == ("cp1252", "semicolon")
+    assert rows(engine, "SELECT first_name, last_name, company, extra FROM contacts LIMIT 1") == [
+        ("J\u00fcrgen1", "M\u00fcller", "B\u00e4ckerei GmbH", None)
+    ]
+
+
+def test_a_deterministic_error_while_preparing_records_fails_once_naming_file_and_record(
+    engine, instance, resources, local_zone, monkeypatch
+):
+    from dagster import DagsterEventType
+
+    import ingestion_pipeline.importer as importer
+
+    real = importer.prepare_chunk
+
+    def breaks_on_second_chunk(frame, job_id):
+        if frame["row_number"].iloc[0] > 1:
+            raise ValueError("Length of values (1) does not match length of index (2)")
+        return real(frame, job_id)
+
+    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "100")
+    monkeypatch.setattr(importer, "prepare_chunk", breaks_on_second_chunk)
+    result, job = import_bytes(
+        engine, instance, resources, local_zone, "acme", "b.csv", body(*GOOD)
+    )
+    assert not result.success
+    assert job["status"] == "FAILED"
+    assert job["error"] == (
+        "b.csv, record 100: the records from here on could not be prepared: ValueError: "
+        "Length of values (1) does not match length of index (2)"
+    )
+    retries = instance.get_records_for_run(
+        result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY
+    ).records
+    assert retries == []
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0

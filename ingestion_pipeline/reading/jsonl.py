@@ -12,7 +12,7 @@ import pandas as pd
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, EMAIL
 from ingestion_pipeline.reading.detect import FileFormat, canonical_field, detect_encoding
-from ingestion_pipeline.reading.errors import UnreadableFileError
+from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
 from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk, PrefixedReader
 
 JSON_EXTENSIONS = (".json", ".ndjson", ".jsonl")
@@ -178,7 +178,8 @@ class JsonContactFile:
         return row
 
     def _chunk(self, batch: list[dict[str, Any]]) -> Chunk:
-        frame = pd.DataFrame(batch, columns=[*CHUNK_COLUMNS, "parse_error"])
-        for name in (*CANONICAL_FIELDS, "extra", "parse_error"):
-            frame[name] = frame[name].astype("str")
+        with records_from(self.file_name, batch[0]["row_number"]):
+            frame = pd.DataFrame(batch, columns=[*CHUNK_COLUMNS, "parse_error"])
+            for name in (*CANONICAL_FIELDS, "extra", "parse_error"):
+                frame[name] = frame[name].astype("str")
         return Chunk(frame=frame, bytes_read=self.bytes_read)

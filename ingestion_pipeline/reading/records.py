@@ -15,7 +15,7 @@ import pandas as pd
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS
 from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
-from ingestion_pipeline.reading.errors import UnreadableFileError
+from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
 
 # Large enough for any real cell (notes fields run to megabytes); csv's default is 128 KiB.
 csv.field_size_limit(min(sys.maxsize, 64 * 1024 * 1024))
@@ -115,7 +115,8 @@ class ContactFile:
                 # The header is the first non-blank record; detection already read it.
                 records = records[1:]
                 header_seen = True
-            frame = self._frame(records)
+            with records_from(self.file_name, self.records_read + 1):
+                frame = self._frame(records)
             if len(frame):
                 yield Chunk(frame=frame, bytes_read=self.bytes_read)
 
@@ -193,14 +194,16 @@ class ContactFile:
         if extra_cols:
             extras = raw[[i for _, i in extra_cols]]
             extras.columns = [name for name, _ in extra_cols]
+            # Columns empty in the whole chunk (a trailing ';;' on every line) add nothing.
             extras = extras.dropna(axis=1, how="all")
+        if extra_cols and len(extras.columns):
             has_any = extras.notna().any(axis=1)
             lines = extras.to_json(orient="records", lines=True, force_ascii=False)
             out["extra"] = pd.Series(lines.splitlines(), index=raw.index, dtype="str").where(
                 has_any, None
             )
         else:
-            out["extra"] = None
+            out["extra"] = pd.Series(None, index=raw.index, dtype="str")
         if fields is not None:
             # Fewer fields than the header, or values past it (trailing delimiters are fine):
             # the record is kept, with an issue saying its fields do not line up.
