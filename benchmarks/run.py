@@ -34,15 +34,41 @@ TENANT = "bench"
 CLI = [sys.executable, "-m", "ingestion_pipeline.cli"]
 
 
-def bench_database_url() -> str:
-    """A fresh database for the benchmark on DATABASE_URL's server or the embedded one."""
+PLAIN_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def servers() -> list[tuple[str, str]]:
+    """(label, admin URL) of each server to measure on: the project's own (DATABASE_URL or the
+    embedded one), then a plain PostgreSQL (BENCH_DATABASE_URL, else 127.0.0.1:5432) if one
+    answers, since the embedded server's tuning can hide a plan that a stock server runs badly.
+    """
     settings = load_settings()
     if settings.database_url:
-        server = make_url(normalize_url(settings.database_url)).set(database="postgres")
+        own = ("DATABASE_URL", normalize_url(settings.database_url))
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = make_url(embedded_url(settings.data_dir, database="postgres"))
+            own = ("embedded", embedded_url(settings.data_dir, database="postgres"))
+    found = [own]
+    plain = os.environ.get("BENCH_DATABASE_URL") or PLAIN_SERVER
+    try:
+        probe = sa.create_engine(normalize_url(plain))
+        with probe.connect() as conn:
+            version = conn.scalar(sa.text("SHOW server_version"))
+        probe.dispose()
+    except sa.exc.OperationalError:
+        print(f"no plain server at {make_url(normalize_url(plain)).host}; measuring one server")
+        return found
+    if make_url(normalize_url(plain)).set(database="postgres") != make_url(own[1]).set(
+        database="postgres"
+    ):
+        found.append((f"plain PostgreSQL {version}", normalize_url(plain)))
+    return found
+
+
+def bench_database_url(server_url: str) -> str:
+    """A fresh benchmark database on the server of `server_url`."""
+    server = make_url(server_url).set(database="postgres")
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
@@ -163,7 +189,13 @@ def main() -> None:
     if not path.exists():
         print(f"generating {path} ...", flush=True)
         print("  planted:", generate(path, args.rows), flush=True)
-    url = bench_database_url()
+    for label, server_url in servers():
+        bench_server(label, bench_database_url(server_url), path, args)
+
+
+def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> None:
+    """Measure COPY, import, reprocess and the ORM baseline on one server; print the table."""
+    print(f"\n== {label} ==", flush=True)
     engine = get_engine(url)
     print(f"seeding tenant {TENANT!r} with {args.existing:,} contacts ...", flush=True)
     seed_contacts(engine, args.existing, args.rows)
@@ -243,7 +275,7 @@ def main() -> None:
         ),
     ]
     print()
-    print(f"{rows:,} rows, {args.existing:,} existing contacts, median of {args.repeat}")
+    print(f"{label}: {rows:,} rows, {args.existing:,} existing contacts, median of {args.repeat}")
     print()
     print("| stage | seconds | rows/s | x COPY | peak RSS |")
     print("| --- | ---: | ---: | ---: | ---: |")

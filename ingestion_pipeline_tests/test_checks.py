@@ -19,7 +19,7 @@ from ingestion_pipeline.checks import (
     upload_readable,
 )
 from ingestion_pipeline.constants import TENANT_TAG
-from ingestion_pipeline.db.checks import status_disagreements
+from ingestion_pipeline.db.checks import UNLINKED_ROWS, status_disagreements
 from ingestion_pipeline.db.review import record_decisions
 from ingestion_pipeline.review import Decision
 from ingestion_pipeline_tests.helpers import (
@@ -297,3 +297,30 @@ def test_status_disagreements(figures, expected):
         "job_contacts": 3,
     }
     assert status_disagreements({**consistent, **figures}) == expected
+
+
+def test_a_bulk_validation_leaves_fresh_statistics_and_the_link_check_cannot_nest_loops(
+    engine, instance, resources, local_zone
+):
+    # 12,000 rows with invalid emails on tables whose statistics say they are empty: the state
+    # in which the link check's NOT EXISTS once planned a nested loop costing minutes.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("ANALYZE issues, issue_items, staging_rows"))
+    content = csv_text(*(f"user{i}-at-acme.io,F{i},L{i},Acme" for i in range(12_000)))
+    result, row = import_bytes(engine, instance, resources, local_zone, "acme", "b.csv", content)
+    assert result.success
+    assert (row["status"], row["issue_count"]) == ("NEEDS_REVIEW", 12_000)
+    assert check_evaluations(result)["issue_rows_linked"].passed
+    estimated = dict(
+        (name, scalar(engine, "SELECT reltuples FROM pg_class WHERE relname = :n", n=name))
+        for name in ("issues", "issue_items")
+    )
+    assert estimated["issues"] >= 12_000 and estimated["issue_items"] >= 12_000, estimated
+    with engine.connect() as conn:
+        plan = "\n".join(
+            conn.scalars(
+                sa.text(f"EXPLAIN SELECT count(*) FROM (SELECT row_number {UNLINKED_ROWS}) AS o"),
+                {"job_id": row["job_id"]},
+            )
+        )
+    assert "SetOp" in plan and "Nested Loop" not in plan, plan

@@ -66,20 +66,27 @@ def staging_row_count(conn: Connection, job_id: str) -> Finding:
 def _offenders(conn: Connection, column: str, where: str, params: dict[str, Any]) -> Finding:
     """How many rows `SELECT column <where>` yields, and the first SAMPLE of them."""
     count = conn.scalar(sa.text(f"SELECT count(*) FROM (SELECT {column} {where}) AS o"), params)
+    if not count:
+        return Finding(0)
     sample = conn.scalars(
         sa.text(f"SELECT {column} {where} ORDER BY 1 LIMIT :limit"), {**params, "limit": SAMPLE}
     )
     return Finding(count, list(sample))
 
 
+# A set difference (hashed or sorted) rather than NOT EXISTS: its cost cannot turn into a nested
+# loop when the planner's statistics lag behind a bulk write.
+UNLINKED_ROWS = (
+    "FROM (SELECT s.row_number FROM staging_rows s "
+    "WHERE s.job_id = :job_id AND s.status = 'ISSUE' "
+    "EXCEPT SELECT ii.row_number FROM issue_items ii JOIN issues i USING (issue_id) "
+    "WHERE ii.job_id = :job_id AND i.job_id = :job_id AND NOT i.resolved) AS unlinked"
+)
+
+
 def unlinked_issue_rows(conn: Connection, job_id: str) -> Finding:
     """Rows in ISSUE state that no unresolved issue of their job points at."""
-    where = (
-        "FROM staging_rows s WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND NOT EXISTS ("
-        "SELECT 1 FROM issue_items ii JOIN issues i ON i.issue_id = ii.issue_id "
-        "WHERE ii.job_id = s.job_id AND ii.row_number = s.row_number AND NOT i.resolved)"
-    )
-    return _offenders(conn, "s.row_number", where, {"job_id": job_id})
+    return _offenders(conn, "row_number", UNLINKED_ROWS, {"job_id": job_id})
 
 
 def issue_count_mismatch(conn: Connection, job_id: str) -> Finding:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.jobs import get_job, update_job
 from ingestion_pipeline.db.tables import import_jobs
+from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS
 
 _INSERT_CONTACTS = sa.text(
     """
@@ -65,6 +66,9 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
             f"{ready.rowcount - created.rowcount} row(s) of {job_id} met contacts created "
             "by another job since validation"
         )
+    if created.rowcount >= ANALYZE_AFTER_ROWS:
+        # Fresh statistics for the checks that read what this load wrote (see validation).
+        conn.execute(sa.text("ANALYZE contacts, staging_rows"))
     update_job(
         conn,
         job_id,

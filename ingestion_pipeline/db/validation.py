@@ -120,6 +120,8 @@ _MARK_ROWS = sa.text(
 )
 
 WORK_MEM = "256MB"
+# A job writing this many problem rows refreshes the statistics of what it wrote.
+ANALYZE_AFTER_ROWS = 10_000
 
 _COUNT_OPEN = sa.text("SELECT count(*) FROM issues WHERE job_id = :job_id AND NOT resolved")
 
@@ -157,6 +159,11 @@ def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationRes
         conn.execute(statement, {"job_id": job_id})
     open_issues = conn.scalar(_COUNT_OPEN, {"job_id": job_id})
     problem_rows = conn.scalar(sa.text("SELECT count(DISTINCT row_number) FROM current_problems"))
+    if problem_rows >= ANALYZE_AFTER_ROWS:
+        # Until autovacuum comes by, the planner would read these tables with the row counts
+        # of before this bulk write, and the next statements on them (the checks, a review)
+        # could pick nested loops over tens of thousands of rows.
+        conn.execute(sa.text("ANALYZE issues, issue_items, staging_rows"))
     status = JobStatus.NEEDS_REVIEW if open_issues else JobStatus.PROCESSING
     conn.execute(
         sa.text(
