@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo dev test lint format bench db-stop clean
+.PHONY: help install browser demo dev test test-fast lint format bench db-stop clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv and install the project with its test tools
 
@@ -50,6 +50,9 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (se
 
 test: install browser ## Run the tests and asset checks (real PostgreSQL, S3 API by moto, Chromium)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+test-fast: install ## The inner loop: every test but the browser, daemon and crash tests
+	$(BIN)/pytest -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 BENCH_ARGS ?=
 bench: install ## Benchmark the import against COPY of the same file (BENCH_ARGS="--rows N")

@@ -105,11 +105,8 @@ def upload_readable(
             description=str(exc),
             metadata={"location": location, "file_needed": True, "etag": job["source_etag"]},
         )
-    shape = (
-        "JSON records"
-        if fmt.delimiter in ("json", "ndjson")
-        else f"{len(fmt.header)} columns, email in column {fmt.fields['email'] + 1}"
-    )
+    kind = "JSON records with" if fmt.delimiter in ("json", "ndjson") else "a header of"
+    shape = f"{kind} {len(fmt.header)} columns" + (f" on sheet {fmt.sheet}" if fmt.sheet else "")
     return AssetCheckResult(
         passed=True,
         description=f"readable: {fmt.encoding}, {shape}",

@@ -28,6 +28,7 @@ from ingestion_pipeline.landing import (
     put_file,
     upload_key,
 )
+from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, ColumnMapping
 from ingestion_pipeline.settings import load_settings
 
 EXIT_OK = 0
@@ -145,12 +146,50 @@ def _print_json(head: dict[str, Any], job_id: str) -> None:
     out.flush()
 
 
+def mapping_request(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a job waiting in NEEDS_MAPPING asks of a person: its header, sample values per
+    column, the suggested mapping and the required fields it could not map."""
+    mapping = summary.get("mapping") or {}
+    layout = summary.get("layout") or {}
+    suggestion = ColumnMapping.from_json(mapping)
+    return {
+        "header": layout.get("header", []),
+        "samples": layout.get("samples", {}),
+        "suggested_mapping": suggestion.fields,
+        "decided_by": suggestion.methods,
+        "unmapped": suggestion.unmapped,
+    }
+
+
+def _print_mapping_request(summary: dict[str, Any]) -> None:
+    request = mapping_request(summary)
+    print(f"  the columns could not all be mapped: {', '.join(request['unmapped'])} unmapped")
+    print("  columns (sample values):")
+    for column in request["header"]:
+        values = ", ".join(repr(v) for v in request["samples"].get(column, [])[:3])
+        print(f"    {column!r}: {values}")
+    print("  suggested:")
+    for line in ColumnMapping.from_json(summary["mapping"]).describe().splitlines():
+        print(f"    {line}")
+    print(
+        f"  confirm with: ingestion-pipeline map {summary['job_id']} FIELD=COLUMN ... "
+        f"(fields: {', '.join(MAPPABLE_FIELDS)}; FIELD= leaves it empty)"
+    )
+
+
 def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 10) -> None:
+    waiting = summary["status"] == JobStatus.NEEDS_MAPPING.value
     if as_json:
-        _print_json({k: summary[k] for k in SUMMARY_KEYS}, summary["job_id"])
+        head = {k: summary[k] for k in SUMMARY_KEYS}
+        if waiting:
+            head.update(mapping_request(summary))
+        _print_json(head, summary["job_id"])
         return
     print(f"{summary['job_id']}  {summary['status']}  (tenant {summary['tenant']})")
     if summary["status"] == JobStatus.FAILED.value:
+        return
+    if waiting:
+        _print_mapping_request(summary)
         return
     print(
         f"  rows: {summary['total_rows']} read, {summary['processed_rows']} processed; "
@@ -189,7 +228,12 @@ def _finish(summary: dict[str, Any], as_json: bool) -> int:
         _print_summary(summary, as_json)
         return EXIT_REJECTED
     _print_summary(summary, as_json)
-    if summary["status"] in (JobStatus.COMPLETED.value, JobStatus.NEEDS_REVIEW.value):
+    waiting = (
+        JobStatus.COMPLETED.value,
+        JobStatus.NEEDS_REVIEW.value,
+        JobStatus.NEEDS_MAPPING.value,
+    )
+    if summary["status"] in waiting:
         if summary["error"]:
             print(f"{summary['job_id']}: {summary['error']}", file=sys.stderr)
             return EXIT_ERROR
@@ -381,6 +425,34 @@ def _rerun(args: argparse.Namespace, job_name: str) -> int:
     return _finish({**summary, "run_error": run_error}, args.json)
 
 
+def _cmd_map(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.importer import confirm_mapping
+    from ingestion_pipeline.reading.mapping import MappingError
+    from ingestion_pipeline.resources import landing_zone
+
+    job = _open_job(args.job, args.tenant)
+    if job["status"] not in (JobStatus.NEEDS_MAPPING.value, JobStatus.PENDING.value):
+        raise UsageError(
+            f"job {job['job_id']} is {job['status']}; only a job waiting in NEEDS_MAPPING "
+            "(or not started yet) takes a mapping"
+        )
+    assignments: dict[str, list[str]] = {}
+    for assignment in args.assignments:
+        name, sep, column = assignment.partition("=")
+        if not sep:
+            raise UsageError(f"expected FIELD=COLUMN, got {assignment!r}")
+        assignments.setdefault(name.strip().lower(), []).append(column)
+    try:
+        mapping = confirm_mapping(_engine(), landing_zone(load_settings()), job, assignments)
+    except MappingError as exc:
+        raise UsageError(f"{job['job_id']}: {exc}") from exc
+    if not args.json:
+        print(f"{job['job_id']}: mapping confirmed and remembered for tenant {job['tenant_id']}:")
+        for line in mapping.describe().splitlines():
+            print(f"  {line}")
+    return _rerun(args, "import_job")
+
+
 def _cmd_dagster_storage_url(args: argparse.Namespace) -> int:
     from ingestion_pipeline.instance import dagster_storage_url
 
@@ -409,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     p = command("import", "import a file for a tenant (runs the import in-process)", _cmd_import)
-    p.add_argument("path", metavar="PATH", help="CSV/TSV/TXT file to import")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="file to import: CSV/TSV/TXT, an Excel or OpenDocument workbook, JSON or NDJSON",
+    )
     p.add_argument("--tenant", required=True, type=_tenant, help="tenant id (a slug)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
@@ -446,6 +522,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="the exported CSV with the action column filled")
 
     p = command("reprocess", "apply decisions, revalidate, load if clean", _cmd_reprocess, job=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
+
+    p = command(
+        "map",
+        "confirm which columns hold which field; the import then continues",
+        _cmd_map,
+        job=True,
+    )
+    p.add_argument(
+        "assignments",
+        metavar="FIELD=COLUMN",
+        nargs="+",
+        help=f"fields: {', '.join(MAPPABLE_FIELDS)}; repeat a field for fallback columns "
+        "(the first non-blank per row wins); FIELD= leaves a field empty",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
 

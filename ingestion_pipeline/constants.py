@@ -10,6 +10,7 @@ class JobStatus(str, Enum):
 
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
+    NEEDS_MAPPING = "NEEDS_MAPPING"
     NEEDS_REVIEW = "NEEDS_REVIEW"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -42,16 +43,43 @@ LAST_NAME = "last_name"
 COMPANY = "company"
 CANONICAL_FIELDS: tuple[str, ...] = (EMAIL, FIRST_NAME, LAST_NAME, COMPANY)
 REQUIRED_FIELDS: tuple[str, ...] = CANONICAL_FIELDS
+# Not stored: a column with whole names, split into first and last name where those are blank.
+FULL_NAME = "full_name"
 # Longest name or company a contact may hold; a longer value is an issue, not a contact.
 MAX_NAME_LENGTH = 255
 
 # Header spellings people use for each canonical field, compared after removing case, spaces
 # and punctuation ("E-mail Address" -> "emailaddress").
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
-    EMAIL: ("email", "emailaddress", "mail", "emailaddr", "courriel"),
-    FIRST_NAME: ("firstname", "givenname", "forename", "fname", "vorname", "prenom"),
-    LAST_NAME: ("lastname", "surname", "familyname", "lname", "nachname"),
-    COMPANY: ("company", "companyname", "organization", "organisation", "employer", "firma"),
+    EMAIL: (
+        "email",
+        "emailaddress",
+        "mail",
+        "emailaddr",
+        "courriel",
+        "emailadresse",
+        "primaryemail",
+        "workemail",
+        "businessemail",
+        "correoelectronico",
+    ),
+    FIRST_NAME: ("firstname", "givenname", "forename", "fname", "vorname", "prenom", "nombre"),
+    LAST_NAME: ("lastname", "surname", "familyname", "lname", "nachname", "nom", "apellidos"),
+    COMPANY: (
+        "company",
+        "companyname",
+        "organization",
+        "organisation",
+        "organizationname",
+        "employer",
+        "firma",
+        "unternehmen",
+        "societe",
+        "entreprise",
+        "empresa",
+        "accountname",
+    ),
+    FULL_NAME: ("name", "fullname", "contactname", "displayname"),
 }
 
 # Dynamic partitions def name: one partition per import job.
@@ -61,6 +89,17 @@ TENANT_TAG = "tenant"
 
 UPLOADS_PREFIX = "uploads/"
 REVIEWS_PREFIX = "reviews/"
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".txt", ".json", ".ndjson", ".jsonl")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".json",
+    ".ndjson",
+    ".jsonl",
+    ".xlsx",
+    ".xlsm",
+    ".xls",
+    ".ods",
+)
 # Any of them may also arrive gzipped, as name.csv.gz.
 COMPRESSED_EXTENSIONS: tuple[str, ...] = (".gz",)

@@ -25,6 +25,7 @@ from ingestion_pipeline.db.consolidation import (
     consolidate_job,
 )
 from ingestion_pipeline.db.jobs import get_job, staged_row_count, update_job
+from ingestion_pipeline.db.mappings import remember_mapping, remembered_mapping
 from ingestion_pipeline.db.review import (
     ReviewError,
     apply_decisions,
@@ -38,11 +39,21 @@ from ingestion_pipeline.db.validation import ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
 from ingestion_pipeline.reading import FileFormat, open_contact_file
 from ingestion_pipeline.reading.errors import records_from
+from ingestion_pipeline.reading.mapping import (
+    ColumnMapping,
+    MappingError,
+    Method,
+    header_signature,
+    person_mapping,
+)
 from ingestion_pipeline.review import (
     DecisionFileError,
+    MappingFileError,
     decisions_key,
     issues_key,
+    mapping_key,
     parse_decisions,
+    parse_mapping_file,
     write_issues_csv,
 )
 
@@ -51,9 +62,15 @@ class Route(str, Enum):
     """What a (re)materialization of a job has to do, decided from its row and staging."""
 
     DONE = "completed: nothing to do"
+    AWAIT_MAPPING = "waiting for a person to confirm the column mapping"
     REPROCESS = "reprocess: revalidate staging rows, no file read"
     RESUME = "resume: skip rows already staged"
     INITIAL = "initial load"
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to stage, apply or validate: the job is done, or waits for its mapping."""
+        return self in (Route.DONE, Route.AWAIT_MAPPING)
 
 
 class UnknownJobError(LookupError):
@@ -64,6 +81,8 @@ def route_for(job: dict[str, Any], staged_rows: int) -> Route:
     """The routing rules of the job lifecycle."""
     if job["status"] == JobStatus.COMPLETED.value:
         return Route.DONE
+    if job["status"] == JobStatus.NEEDS_MAPPING.value:
+        return Route.AWAIT_MAPPING
     if staged_rows and job["status"] == JobStatus.NEEDS_REVIEW.value:
         return Route.REPROCESS
     if staged_rows and job["total_rows"] is not None and staged_rows >= job["total_rows"]:
@@ -166,6 +185,159 @@ def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
         return open_contact_file(stream, job["file_name"]).format
 
 
+# How many sample values per column a person is shown when asked to confirm a mapping.
+SAMPLES_SHOWN = 5
+
+
+def layout_json(fmt: FileFormat) -> dict[str, Any]:
+    """What the job records of its file's layout: header, signature, samples, skipped lines."""
+    samples = {
+        _storable(name): [
+            _storable(r[i][:200]) for r in fmt.samples if i < len(r) and r[i].strip()
+        ][:SAMPLES_SHOWN]
+        for i, name in enumerate(fmt.header)
+    }
+    return {
+        "header": [_storable(name) for name in fmt.header],
+        "signature": header_signature(fmt.header),
+        "sheet": fmt.sheet,
+        "skipped_before_header": [{"line": n, "text": _storable(t[:200])} for n, t in fmt.preamble],
+        "samples": samples,
+    }
+
+
+def _storable(text: str) -> str:
+    # JSONB cannot hold NUL; the record that has one becomes an issue (see staging).
+    return text.replace("\x00", "\ufffd")
+
+
+@dataclass
+class MappingDecision:
+    """The mapping a job reads its file with, or the suggestion a person has to confirm."""
+
+    file_format: FileFormat
+    mapping: ColumnMapping
+    source: str
+    needs_person: bool
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        return layout_json(self.file_format)
+
+    def job_mapping(self) -> dict[str, Any]:
+        """The mapping as stored on the job; `pending` while a person has to confirm it."""
+        return {**self.mapping.to_json(), "source": self.source, "pending": self.needs_person}
+
+
+def mapping_in_force(job: dict[str, Any]) -> ColumnMapping | None:
+    """The mapping a job decided on (None while it waits for a person, or before deciding)."""
+    stored = job.get("mapping")
+    if not stored or stored.get("pending"):
+        return None
+    return ColumnMapping.from_json(stored)
+
+
+def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> MappingDecision:
+    """Decide how the job's columns map to fields, in this order: a mapping a person gave for
+    this job (`map`, or reviews/<job_id>/mapping.json while the job waits), the one the job
+    already used, the tenant's remembered mapping for this header, the automatic suggestion
+    when it maps every required field; else the job has to wait for a person.
+
+    A person's mapping is remembered for the tenant's next file with the same header.
+    """
+    with landing.open(job["source_key"], job["source_etag"]) as stream:
+        source = open_contact_file(stream, job["file_name"])
+    fmt, suggestion = source.format, source.suggestion
+    signature = header_signature(fmt.header)
+    given = _mapping_file(landing, job, fmt, suggestion)
+    if given is not None:
+        decision = MappingDecision(fmt, given, "mapping file", needs_person=False)
+    elif (used := mapping_in_force(job)) is not None:
+        decision = MappingDecision(fmt, used, job["mapping"].get("source", "job"), False)
+    else:
+        with engine.connect() as conn:
+            remembered = remembered_mapping(conn, job["tenant_id"], signature)
+        if remembered is not None:
+            mapping = ColumnMapping.from_json(remembered).with_method(Method.REMEMBERED)
+            decision = MappingDecision(fmt, mapping, "remembered", needs_person=False)
+        else:
+            decision = MappingDecision(
+                fmt, suggestion, "automatic", needs_person=bool(suggestion.unmapped)
+            )
+    if decision.source in ("person", "mapping file"):
+        with engine.begin() as conn:
+            remember_mapping(
+                conn,
+                job["tenant_id"],
+                signature,
+                list(fmt.header),
+                decision.mapping.to_json(),
+                job["job_id"],
+            )
+    return decision
+
+
+def _mapping_file(
+    landing: LandingZone, job: dict[str, Any], fmt: FileFormat, suggestion: ColumnMapping
+) -> ColumnMapping | None:
+    """The mapping in reviews/<job_id>/mapping.json, read only while the job waits for one."""
+    if job["status"] != JobStatus.NEEDS_MAPPING.value:
+        return None
+    key = mapping_key(job["job_id"])
+    info = landing.stat(key)
+    if info is None:
+        return None
+    with landing.open(key, info.etag) as stream:
+        assignments = parse_mapping_file(stream, key)
+    try:
+        return person_mapping(fmt.header, assignments, suggestion)
+    except MappingError as exc:
+        raise MappingFileError(f"{key}: {exc}") from exc
+
+
+def confirm_mapping(
+    engine: Engine, landing: LandingZone, job: dict[str, Any], assignments: dict[str, Any]
+) -> ColumnMapping:
+    """Record a person's mapping on a job that waits for one (or has not started): the next
+    run reads the file with it. Raises MappingError for a field or column the file lacks."""
+    with landing.open(job["source_key"], job["source_etag"]) as stream:
+        source = open_contact_file(stream, job["file_name"])
+    mapping = person_mapping(source.format.header, assignments, source.suggestion)
+    signature = header_signature(source.format.header)
+    with engine.begin() as conn:
+        update_job(
+            conn,
+            job["job_id"],
+            mapping={**mapping.to_json(), "source": "person", "pending": False},
+            layout=layout_json(source.format),
+            error=None,
+        )
+        remember_mapping(
+            conn,
+            job["tenant_id"],
+            signature,
+            list(source.format.header),
+            mapping.to_json(),
+            job["job_id"],
+        )
+    return mapping
+
+
+def record_mapping(engine: Engine, job_id: str, decision: MappingDecision) -> None:
+    """Store the decision on the job; a job that needs a person waits in NEEDS_MAPPING."""
+    fmt = decision.file_format
+    values: dict[str, Any] = {
+        "mapping": decision.job_mapping(),
+        "layout": decision.layout,
+        "encoding": fmt.encoding,
+        "delimiter": fmt.delimiter_name,
+    }
+    if decision.needs_person:
+        values.update(status=JobStatus.NEEDS_MAPPING, error=None)
+    with engine.begin() as conn:
+        update_job(conn, job_id, **values)
+
+
 @dataclass
 class StageProgress:
     """Reported after every chunk lands."""
@@ -190,6 +362,8 @@ class StageResult:
     rows_written: int = 0
     chunks: int = 0
     seconds: float = 0.0
+    # Lines after the data that are not records (a report's legal lines, a "Total" row).
+    footer: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -231,6 +405,9 @@ def stage_upload(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as writer,
     ):
         source = open_contact_file(stream, job["file_name"])
+        mapping = mapping_in_force(job)
+        if mapping is not None:
+            source.use_mapping(mapping)
         result = StageResult(file_format=source.format, timings=timings)
         fmt = source.format
         with engine.begin() as conn:
@@ -271,8 +448,16 @@ def stage_upload(
         if in_flight is not None:
             settle()
         result.rows_read = source.records_read
+    result.footer = list(source.footer)
+    layout = {**(job.get("layout") or layout_json(source.format)), "footer": result.footer}
     with engine.begin() as conn:
-        update_job(conn, job_id, total_rows=result.rows_read, processed_rows=result.rows_read)
+        update_job(
+            conn,
+            job_id,
+            total_rows=result.rows_read,
+            processed_rows=result.rows_read,
+            layout=layout,
+        )
         # Fresh statistics after a bulk load, so validation plans hash joins, not index loops.
         conn.execute(sa.text("ANALYZE staging_rows"))
     result.seconds = time.perf_counter() - started

@@ -23,6 +23,9 @@ REVIEW_COLUMNS: tuple[str, ...] = (ROW_COLUMN, *CANONICAL_FIELDS, PROBLEMS_COLUM
 ACTIONS = ("fix", "discard")
 ISSUES_FILE = "issues.csv"
 DECISIONS_FILE = "decisions.csv"
+MAPPING_FILE = "mapping.json"
+# A mapping file is a small JSON object; anything larger is not one.
+MAX_MAPPING_BYTES = 64 * 1024
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -36,14 +39,51 @@ def decisions_key(job_id: str) -> str:
     return f"{REVIEWS_PREFIX}{job_id}/{DECISIONS_FILE}"
 
 
-def parse_decisions_key(key: str) -> str | None:
-    """The job id of a reviews/<job_id>/decisions.csv key, else None."""
+def mapping_key(job_id: str) -> str:
+    return f"{REVIEWS_PREFIX}{job_id}/{MAPPING_FILE}"
+
+
+def parse_review_key(key: str) -> tuple[str, str] | None:
+    """(job id, file name) of a reviews/<job_id>/decisions.csv or mapping.json key, else None."""
     if not key.startswith(REVIEWS_PREFIX):
         return None
     parts = key[len(REVIEWS_PREFIX) :].split("/")
-    if len(parts) == 2 and parts[1] == DECISIONS_FILE and parts[0]:
-        return parts[0]
+    if len(parts) == 2 and parts[1] in (DECISIONS_FILE, MAPPING_FILE) and parts[0]:
+        return parts[0], parts[1]
     return None
+
+
+def parse_decisions_key(key: str) -> str | None:
+    """The job id of a reviews/<job_id>/decisions.csv key, else None."""
+    parsed = parse_review_key(key)
+    return parsed[0] if parsed and parsed[1] == DECISIONS_FILE else None
+
+
+class MappingFileError(ValueError):
+    """A mapping file that cannot be applied; names the file and what is wrong."""
+
+
+def parse_mapping_file(stream: BinaryIO, file_name: str) -> dict[str, Any]:
+    """Read reviews/<job_id>/mapping.json: `{"email": "E-mail 1 - Value", "company": null,
+    "first_name": ["Given Name", "First Name"], ...}` (field -> column, columns or null)."""
+    data = stream.read(MAX_MAPPING_BYTES + 1)
+    if len(data) > MAX_MAPPING_BYTES:
+        raise MappingFileError(f"{file_name}: larger than {MAX_MAPPING_BYTES} bytes")
+    try:
+        value = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MappingFileError(f"{file_name}: not valid UTF-8 JSON ({exc})") from exc
+    if isinstance(value, dict) and isinstance(value.get("fields"), dict):
+        value = value["fields"]  # the shape `import --json` shows as suggested_mapping
+    if not isinstance(value, dict):
+        raise MappingFileError(f"{file_name}: expected an object of field -> column")
+    for name, columns in value.items():
+        items = columns if isinstance(columns, list) else [columns]
+        if not all(c is None or isinstance(c, str) for c in items):
+            raise MappingFileError(
+                f"{file_name}: field {name!r}: a column name, a list of them, or null"
+            )
+    return value
 
 
 def neutralize(value: str | None) -> str:
@@ -113,7 +153,7 @@ def parse_decisions(stream: BinaryIO, file_name: str) -> list[Decision]:
     """
     try:
         source = open_contact_file(stream, file_name)
-        if ROW_COLUMN not in {name.casefold() for name, _ in source.format.extras}:
+        if ROW_COLUMN not in {name.casefold() for name in source.format.header}:
             raise DecisionFileError(f"{file_name}: no '{ROW_COLUMN}' column")
         decisions: dict[int, Decision] = {}
         for chunk in source.chunks(10_000):

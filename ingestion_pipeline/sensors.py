@@ -34,7 +34,7 @@ from ingestion_pipeline.landing import (
 )
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-from ingestion_pipeline.review import parse_decisions_key
+from ingestion_pipeline.review import MAPPING_FILE, parse_review_key
 from ingestion_pipeline.settings import load_settings
 
 # LastModified has one-second resolution: objects this close to the high-water mark are looked
@@ -161,25 +161,29 @@ def new_objects(
 
 @sensor(
     name="review_sensor",
-    job=reprocess_job,
+    jobs=[reprocess_job, import_job],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Reprocesses a job when a reviewer uploads reviews/<job_id>/decisions.csv.",
+    description=(
+        "Reprocesses a job when a reviewer uploads reviews/<job_id>/decisions.csv, and continues "
+        "a job waiting in NEEDS_MAPPING when a person uploads reviews/<job_id>/mapping.json."
+    ),
 )
 def review_sensor(
     context: SensorEvaluationContext,
     landing_zone: LandingZoneResource,
     database: DatabaseResource,
 ) -> SensorResult | SkipReason:
-    """Request a reprocessing run for each new version of a decisions file."""
+    """Request a run for each new version of a decisions or mapping file."""
     cursor = ListingCursor.parse(context.cursor)
     _, taken = new_objects(landing_zone.get_zone(), REVIEWS_PREFIX, cursor)
     requests: list[RunRequest] = []
     with database.get_engine().connect() as conn:
         for obj in taken:
-            job_id = parse_decisions_key(obj.key)
-            if job_id is None:
+            parsed = parse_review_key(obj.key)
+            if parsed is None:
                 continue  # the pipeline's own issues.csv, or other files reviewers keep there
+            job_id, file_name = parsed
             job = get_job(conn, job_id)
             if job is None:
                 context.log.warning(f"skipped: {obj.key!r} names no import job")
@@ -187,15 +191,19 @@ def review_sensor(
             if job["status"] == JobStatus.COMPLETED.value:
                 context.log.warning(f"skipped: {obj.key!r}: job {job_id} is already COMPLETED")
                 continue
+            if file_name == MAPPING_FILE and job["status"] != JobStatus.NEEDS_MAPPING.value:
+                context.log.warning(f"skipped: {obj.key!r}: job {job_id} is {job['status']}")
+                continue
             requests.append(
                 RunRequest(
+                    job_name=import_job.name if file_name == MAPPING_FILE else reprocess_job.name,
                     partition_key=job_id,
                     run_key=f"{obj.key}:{obj.etag}",
                     tags={TENANT_TAG: job["tenant_id"]},
                 )
             )
     if not taken:
-        return SkipReason("no new decision files")
+        return SkipReason("no new decision or mapping files")
     cursor.advance(taken)
     return SensorResult(run_requests=requests, cursor=cursor.dump())
 

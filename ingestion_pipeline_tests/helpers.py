@@ -36,7 +36,7 @@ def csv_text(*rows: str, header: str = HEADER) -> bytes:
     return (header + "".join(f"{row}\n" for row in rows)).encode()
 
 
-TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs")
+TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs", "column_mappings")
 
 
 def empty_database(engine: Engine) -> None:

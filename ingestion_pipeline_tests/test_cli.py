@@ -85,7 +85,7 @@ def test_bad_arguments_are_reported_without_a_traceback(cli, tmp_path, capsys):
     code, _, err = cli("import", str(tmp_path / "missing.csv"), "--tenant", "acme")
     assert code == 1
     assert "missing.csv: no such file" in err
-    path: Path = tmp_path / "people.xlsx"
+    path: Path = tmp_path / "people.pdf"
     path.write_bytes(b"x")
     code, _, err = cli("import", str(path), "--tenant", "acme")
     assert code == 1

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.instance.ref import InstanceRef
@@ -27,6 +28,9 @@ from ingestion_pipeline_tests.helpers import (
     rows,
     scalar,
 )
+
+# Slow tier: processes killed mid-run, a private PostgreSQL stopped under them.
+pytestmark = pytest.mark.slow
 
 ROWS = 120_000
 BAD_EVERY = 4_000  # every 4,000th record has no valid email: 30 issue rows

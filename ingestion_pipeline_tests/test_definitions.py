@@ -36,7 +36,8 @@ def test_upload_sensor_runs_by_default_and_targets_the_import_job():
 def test_review_sensor_targets_the_reprocess_job_which_reads_no_file():
     sensor = defs.resolve_sensor_def("review_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.job_name == "reprocess_job"
+    # Decisions reprocess; a mapping file continues the import from the file.
+    assert {target.job_name for target in sensor.targets} == {"reprocess_job", "import_job"}
     selected = defs.resolve_job_def("reprocess_job").asset_layer.selected_asset_keys
     assert selected == {
         AssetKey("reviewed_staging"),

@@ -31,7 +31,7 @@ def test_upload_keys_that_fit_the_layout():
         ("uploads/acme/../x.csv", "does not fit"),
         ("uploads/Acme/x.csv", "not a slug"),
         ("uploads/acme;drop table/x.csv", "not a slug"),
-        ("uploads/acme/x.xlsx", "unsupported extension"),
+        ("uploads/acme/x.pdf", "unsupported extension"),
         ("uploads/acme/", "does not fit"),
         ("uploads/acme/sub/x.csv", "does not fit"),
         ("uploads/acme/.hidden.csv", "not allowed"),

@@ -19,6 +19,10 @@ def read_all(data: bytes, name: str = "upload.csv", chunk_size: int = 1000):
     return source.format, frame
 
 
+def mapping_of(data: bytes, name: str = "upload.csv"):
+    return open_contact_file(io.BytesIO(data), name).mapping
+
+
 def records(frame: pd.DataFrame) -> list[dict]:
     out = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in out:
@@ -71,7 +75,12 @@ def test_utf8_bom_header_padding_case_and_reordered_extra_columns():
     )
     fmt, frame = read_all(data)
     assert fmt.encoding == "utf-8-sig"
-    assert fmt.fields == {"email": 2, "first_name": 4, "last_name": 3, "company": 0}
+    assert mapping_of(data).fields == {
+        "email": ["EMAIL"],
+        "first_name": ["first name"],
+        "last_name": ["Last_Name"],
+        "company": ["COMPANY"],
+    }
     (row,) = records(frame)
     assert (row["email"], row["first_name"], row["last_name"], row["company"]) == (
         "ann@acme.io",
@@ -147,11 +156,6 @@ def test_chunks_are_bounded_and_record_numbers_continue_across_chunks():
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "binary file"),
         (bytes(range(256)) * 4, "binary file"),
         (b"name,phone\nAnn,555\n", "no email column found; the header has: name, phone"),
-        (b"email,first_name,company\na@b.io,Ann,Acme\n", "missing required column(s) last_name"),
-        (
-            b"email,e-mail,first_name,last_name,company\n",
-            "several columns claim the same field (email: email, e-mail)",
-        ),
     ],
 )
 def test_unreadable_files_are_rejected_with_the_file_name_and_reason(data, expected):
@@ -163,7 +167,7 @@ def test_unreadable_files_are_rejected_with_the_file_name_and_reason(data, expec
 
 def test_header_only_file_has_no_records():
     fmt, frame = read_all(b"email,first_name,last_name,company\r\n")
-    assert fmt.fields["email"] == 0
+    assert fmt.header[0] == "email"
     assert frame.empty
 
 
@@ -185,3 +189,18 @@ def test_ascii_head_then_cp1252_bytes_is_read_as_cp1252():
     assert fmt.encoding == "utf-8"
     last = records(frame)[-1]
     assert (last["row_number"], last["first_name"], last["company"]) == (20_001, "Zoë", "Café")
+
+
+def test_a_missing_required_column_is_left_unmapped_for_a_person_not_rejected():
+    mapping = mapping_of(b"email,first_name,company\na@b.io,Ann,Acme\n")
+    assert mapping.unmapped == ["last_name"]
+
+
+def test_several_columns_for_one_field_take_the_first_non_blank_per_row_the_rest_stay_extra():
+    data = b"email,e-mail,first_name,last_name,company\na@b.io,x@b.io,A,L,C\n,y@b.io,B,M,C\n"
+    assert mapping_of(data).fields["email"] == ["email", "e-mail"]
+    _, frame = read_all(data)
+    assert [(r["email"], r["extra"]) for r in records(frame)] == [
+        ("a@b.io", {"e-mail": "x@b.io"}),
+        ("y@b.io", {"e-mail": "y@b.io"}),
+    ]

@@ -34,7 +34,7 @@ def test_new_uploads_become_partitions_jobs_and_one_run_each(instance, s3_resour
     etag_b = s3("uploads/beta/b.tsv", b"email\tfirst_name\tlast_name\tcompany\n")
     for bad in (
         "uploads/Bad Tenant/x.csv",
-        "uploads/acme/x.xlsx",
+        "uploads/acme/x.pdf",
         "uploads/acme/sub/x.csv",
         "uploads/acme/",
     ):

@@ -37,6 +37,9 @@ from ingestion_pipeline_tests.helpers import (
     rows,
 )
 
+# Slow tier (left out by `make test-fast`): a real dagster dev and Chromium.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 DAGSTER = Path(sys.executable).parent / "dagster"

@@ -19,6 +19,7 @@ from dagster import (
     asset,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 
 from ingestion_pipeline.constants import ASSET_GROUP
 from ingestion_pipeline.importer import (
@@ -98,6 +99,13 @@ def failing_job(engine: Engine, job_id: str, *, unstage: bool = False) -> Iterat
             description=str(exc),
             metadata={"job_id": job_id, "error": str(exc)},
             allow_retries=False,
+        ) from exc
+    except DataError as exc:
+        # A value PostgreSQL refuses is refused again on every retry: a bug to report at once.
+        error = f"the database refused a value: {str(exc.orig).strip().splitlines()[0]}"
+        mark_failed(engine, job_id, error)
+        raise Failure(
+            description=error, metadata={"job_id": job_id, "error": error}, allow_retries=False
         ) from exc
 
 

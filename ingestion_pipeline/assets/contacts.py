@@ -14,7 +14,7 @@ from ingestion_pipeline.assets.common import (
 )
 from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.importer import consolidate
+from ingestion_pipeline.importer import Route, consolidate
 from ingestion_pipeline.resources import DatabaseResource
 
 
@@ -30,6 +30,9 @@ def contacts(
     """The job's contacts, inserted in one transaction; left unmaterialized while under review."""
     engine = database.get_engine()
     job, route = job_for(context, engine)
+    if route is Route.AWAIT_MAPPING:
+        log_json(context, job, "contacts", event="needs_mapping", status=job["status"])
+        return
     started = time.perf_counter()
     with failing_job(engine, job["job_id"]):
         result = consolidate(engine, job)

@@ -16,7 +16,7 @@ from ingestion_pipeline.assets.common import (
 from ingestion_pipeline.assets.review import reviewed_staging
 from ingestion_pipeline.constants import IssueKind, JobStatus
 from ingestion_pipeline.db.jobs import get_job, issue_counts_by_kind, list_issues
-from ingestion_pipeline.importer import Route, validate, write_review_file
+from ingestion_pipeline.importer import validate, write_review_file
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
@@ -35,7 +35,7 @@ def import_issues(
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
     started = time.perf_counter()
-    if route is not Route.DONE:
+    if not route.idle:
         with failing_job(engine, job["job_id"]):
             result = validate(engine, job)
         log_json(

@@ -1,6 +1,14 @@
-"""The raw upload: one object version in the landing zone."""
+"""The raw upload: one object version in the landing zone, and how its columns map to fields."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+from collections.abc import Iterator
+
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
 
 from ingestion_pipeline.assets.common import (
     failing_job,
@@ -9,33 +17,110 @@ from ingestion_pipeline.assets.common import (
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.importer import Route, inspect_upload, mark_processing
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.db.jobs import update_job
+from ingestion_pipeline.importer import (
+    MappingDecision,
+    Route,
+    decide_mapping,
+    mark_processing,
+    record_mapping,
+)
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.review import MappingFileError, mapping_key
+
+
+def mapping_metadata(decision: MappingDecision) -> dict:
+    """What the UI shows of a mapping: each field's columns and how they were decided."""
+    mapping = decision.mapping
+    fmt = decision.file_format
+    layout = decision.layout
+    metadata = {
+        "mapping": MetadataValue.md(
+            "| field | columns | decided by |\n| --- | --- | --- |\n"
+            + "\n".join(
+                f"| {name} | {', '.join(cols)} | {mapping.methods.get(name, '')} |"
+                for name, cols in mapping.fields.items()
+            )
+        ),
+        "mapping_source": decision.source,
+        "export_profile": mapping.profile or "",
+        "unmapped_fields": ", ".join(mapping.unmapped),
+        "header_signature": layout["signature"],
+        "lines_skipped_before_header": len(fmt.preamble),
+    }
+    if fmt.preamble:
+        metadata["skipped_before_header"] = MetadataValue.json(layout["skipped_before_header"])
+    if fmt.sheet:
+        metadata["sheet"] = fmt.sheet
+    return metadata
 
 
 @import_asset(
     name="raw_upload",
+    output_required=False,
     kinds={"s3", "csv"},
 )
 def raw_upload(
     context: AssetExecutionContext,
     database: DatabaseResource,
     landing_zone: LandingZoneResource,
-) -> MaterializeResult:
-    """The uploaded contacts file of one import job, with its detected encoding and columns."""
+) -> Iterator[MaterializeResult]:
+    """The uploaded contacts file of one import job, with its detected layout and mapping;
+    left unmaterialized while the job waits for a person to confirm the mapping."""
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
     metadata["etag"] = job["source_etag"]
     if route in (Route.DONE, Route.REPROCESS):
         log_json(context, job, "raw_upload", event="skipped", route=route.value)
-        return MaterializeResult(metadata={**metadata, "status": job["status"]})
+        yield MaterializeResult(metadata={**metadata, "status": job["status"]})
+        return
 
     zone = landing_zone.get_zone()
     with failing_job(engine, job["job_id"], unstage=True):
-        mark_processing(engine, job["job_id"])
         info = zone.stat(job["source_key"])
-        fmt = inspect_upload(zone, job)
+        try:
+            decision = decide_mapping(engine, zone, job)
+        except MappingFileError as exc:
+            # The file is fine; the person's mapping is not: the job keeps waiting.
+            with engine.begin() as conn:
+                update_job(conn, job["job_id"], error=str(exc))
+            raise Failure(
+                description=str(exc),
+                metadata={"job_id": job["job_id"], "mapping_file": mapping_key(job["job_id"])},
+                allow_retries=False,
+            ) from exc
+        record_mapping(engine, job["job_id"], decision)
+    fmt = decision.file_format
+    details = mapping_metadata(decision)
+    if decision.needs_person:
+        log_json(
+            context,
+            job,
+            "raw_upload",
+            event="needs_mapping",
+            unmapped=decision.mapping.unmapped,
+            header=list(fmt.header),
+        )
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                metadata={
+                    **metadata,
+                    **details,
+                    "status": JobStatus.NEEDS_MAPPING.value,
+                    "samples": MetadataValue.json(decision.layout["samples"]),
+                    "next_step": (
+                        f"ingestion-pipeline map {job['job_id']} FIELD=COLUMN ..., or upload "
+                        f"{mapping_key(job['job_id'])}"
+                    ),
+                },
+            )
+        )
+        return
+    mark_processing(engine, job["job_id"])
     log_json(
         context,
         job,
@@ -44,18 +129,20 @@ def raw_upload(
         encoding=fmt.encoding,
         delimiter=fmt.delimiter_name,
         columns=len(fmt.header),
+        mapping_source=decision.source,
         size_bytes=info.size if info else 0,
     )
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             **metadata,
+            **details,
             "location": zone.describe(job["source_key"]),
             "size_bytes": info.size if info else 0,
             "encoding": fmt.encoding,
             "delimiter": fmt.delimiter_name,
             "column_count": len(fmt.header),
             "columns": MetadataValue.json(
-                {"header": list(fmt.header), "fields": fmt.fields, "extras": dict(fmt.extras)}
+                {"header": list(fmt.header), "fields": decision.mapping.fields}
             ),
             "status": "PROCESSING",
         }

@@ -12,7 +12,7 @@ from ingestion_pipeline.assets.common import (
 from ingestion_pipeline.assets.staging import staging_rows
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.jobs import update_job
-from ingestion_pipeline.importer import Route, apply_review, mark_processing
+from ingestion_pipeline.importer import apply_review, mark_processing
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review import DecisionFileError, decisions_key
 
@@ -31,7 +31,7 @@ def reviewed_staging(
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
-    if route is Route.DONE:
+    if route.idle:
         return MaterializeResult(metadata={**metadata, "fixed": 0, "discarded": 0})
     if job["status"] == JobStatus.NEEDS_REVIEW.value:
         mark_processing(engine, job["job_id"])

@@ -29,7 +29,7 @@ def staging_rows(
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
-    if route in (Route.DONE, Route.REPROCESS):
+    if route.idle or route is Route.REPROCESS:
         log_json(context, job, "staging_rows", event="skipped", route=route.value)
         return MaterializeResult(metadata={**metadata, "total_rows": job["total_rows"] or 0})
 

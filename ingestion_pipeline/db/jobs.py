@@ -123,6 +123,8 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "encoding": job["encoding"],
         "delimiter": job["delimiter"],
         "error": job["error"],
+        "mapping": job.get("mapping"),
+        "layout": job.get("layout"),
     }
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
 from ingestion_pipeline.db.tables import review_decisions, review_files
 from ingestion_pipeline.emails import normalize_email
+from ingestion_pipeline.normalize import normalize_series, normalize_text
 from ingestion_pipeline.review import Decision
 from ingestion_pipeline.schemas import row_problems
 
@@ -73,7 +74,7 @@ def record_decisions(
                 "job_id": job["job_id"],
                 "row_number": d.row_number,
                 "action": d.action,
-                "changes": d.changes,
+                "changes": {k: normalize_text(v) for k, v in d.changes.items()},
                 "source": source,
             }
             for d in decisions
@@ -168,7 +169,7 @@ def apply_decisions(conn: Connection, job_id: str) -> AppliedDecisions:
     if fixed_rows:
         frame = pd.DataFrame([dict(r) for r in fixed_rows], dtype="str")
         for name in CANONICAL_FIELDS:
-            frame[name] = frame[name].str.strip().replace("", None)
+            frame[name] = normalize_series(frame[name])
         frame["email_normalized"] = normalize_email(frame["email"])
         problems = row_problems(
             frame[list(CANONICAL_FIELDS)].assign(email=frame["email_normalized"])

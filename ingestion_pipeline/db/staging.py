@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, IssueKind, RowStatus
 from ingestion_pipeline.emails import normalize_email
+from ingestion_pipeline.normalize import normalize_series
 from ingestion_pipeline.schemas import row_problems
 
 STAGING_COPY_COLUMNS: tuple[str, ...] = (
@@ -52,8 +53,7 @@ def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
     out = frame.copy()
     nul = _without_nul(out)
     for name in CANONICAL_FIELDS:
-        # One spelling per name: "é" typed as e + combining accent equals the single character.
-        out[name] = out[name].astype("str").str.normalize("NFC")
+        out[name] = normalize_series(out[name])
     out["email_normalized"] = normalize_email(out["email"])
     checked = out[list(CANONICAL_FIELDS)].assign(email=out["email_normalized"])
     out["problems"] = row_problems(checked)

@@ -32,12 +32,31 @@ import_jobs = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # The mapping the job used (the suggestion while it waits in NEEDS_MAPPING) and the file's
+    # layout: header, samples, sheet, lines skipped above the header and below the data.
+    sa.Column("mapping", JSONB),
+    sa.Column("layout", JSONB),
     sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
     sa.CheckConstraint(
-        "status IN ('PENDING', 'PROCESSING', 'NEEDS_REVIEW', 'COMPLETED', 'FAILED')",
+        "status IN ('PENDING', 'PROCESSING', 'NEEDS_MAPPING', 'NEEDS_REVIEW', 'COMPLETED', "
+        "'FAILED')",
         name="ck_import_jobs_status",
     ),
     sa.Index("ix_import_jobs_tenant_status", "tenant_id", "status"),
+)
+
+# Mappings a person confirmed, by tenant and header signature: the next export of the same
+# shape maps itself.
+column_mappings = sa.Table(
+    "column_mappings",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("signature", sa.Text, primary_key=True),
+    sa.Column("header", JSONB, nullable=False),
+    sa.Column("mapping", JSONB, nullable=False),
+    sa.Column("confirmed_by_job", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
 )
 
 # Bulk-loaded by COPY: only the primary key is maintained on insert. A foreign key to

@@ -6,10 +6,11 @@ import codecs
 import csv
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, EMAIL, HEADER_ALIASES, REQUIRED_FIELDS
+from ingestion_pipeline.constants import HEADER_ALIASES
 from ingestion_pipeline.reading.errors import UnreadableFileError
+from ingestion_pipeline.reading.mapping import header_key, header_score
 
 # How much of the file is looked at to decide encoding and delimiter.
 SAMPLE_BYTES = 256 * 1024
@@ -26,22 +27,26 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _ALIAS_TO_FIELD: dict[str, str] = {
     alias: name for name, aliases in HEADER_ALIASES.items() for alias in aliases
 }
-_NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 # Control characters that never appear in text exports (tab, CR, LF and form feed do).
 _BINARY_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
 
 @dataclass(frozen=True)
 class FileFormat:
-    """How to read one file: encoding, delimiter, and the position of every column."""
+    """How to read one file: encoding, delimiter, where the header is and what it says."""
 
     encoding: str
     delimiter: str
     header: tuple[str, ...]
-    fields: dict[str, int]
-    extras: tuple[tuple[str, int], ...] = field(default=())
     # Set when the sample was pure ASCII: non-UTF-8 bytes met later are read in this encoding.
     fallback_encoding: str | None = None
+    # Records (blank ones included) before the header, and the non-blank ones as text, with
+    # their line (or sheet row) numbers: notes or a title above the column names.
+    header_index: int = 0
+    preamble: tuple[tuple[int, str], ...] = ()
+    # The first data records, for the mapping and for the person asked to confirm it.
+    samples: tuple[tuple[str, ...], ...] = ()
+    sheet: str | None = None
 
     @property
     def delimiter_name(self) -> str:
@@ -49,13 +54,8 @@ class FileFormat:
         return names.get(self.delimiter, self.delimiter)
 
 
-def header_key(name: str) -> str:
-    """Compare header names ignoring case, spaces, punctuation and stray BOMs."""
-    return _NOT_ALNUM.sub("", name.replace("\ufeff", "").strip().casefold())
-
-
 def canonical_field(name: str) -> str | None:
-    """The canonical field a header name stands for, if any."""
+    """The canonical field a header name stands for by the alias table, if any."""
     return _ALIAS_TO_FIELD.get(header_key(name))
 
 
@@ -95,15 +95,67 @@ def decode_sample(sample: bytes, encoding: str) -> str:
     return decoder.decode(sample, final=False)
 
 
-def _first_record(text: str, delimiter: str) -> list[str]:
+# How many records at the top of a file may come before its header (notes, a title).
+HEADER_SEARCH_RECORDS = 30
+SAMPLE_RECORDS = 20
+
+
+def _records(text: str, delimiter: str, limit: int) -> tuple[list[list[str]], list[int]]:
+    """Up to `limit` records of the sample and the line each starts on; a record the sample
+    cuts off (or that breaks the CSV syntax) ends the list."""
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    records: list[list[str]] = []
+    lines: list[int] = []
     try:
-        for record in reader:
-            if any(cell.strip() for cell in record):
-                return record
-    except csv.Error:
-        return []
-    return []
+        while len(records) < limit:
+            start = reader.line_num + 1
+            records.append(next(reader))
+            lines.append(start)
+    except (csv.Error, StopIteration):
+        pass
+    return records, lines
+
+
+def locate_header(records: list[list[str]]) -> tuple[int, int]:
+    """(index, score) of the record that is the header: the best-scoring one among the first
+    HEADER_SEARCH_RECORDS non-blank records, the earliest on a tie; with no score anywhere,
+    the first record as wide as the widest."""
+    best, best_score = -1, 0
+    seen = 0
+    for index, record in enumerate(records):
+        if not any(cell.strip() for cell in record):
+            continue
+        seen += 1
+        if seen > HEADER_SEARCH_RECORDS:
+            break
+        score = header_score(record)
+        if score > best_score:
+            best, best_score = index, score
+    if best >= 0:
+        return best, best_score
+    filled = [sum(1 for c in r if c.strip()) for r in records[: HEADER_SEARCH_RECORDS * 2]]
+    widest = max(filled, default=0)
+    if widest == 0:
+        return -1, 0
+    return next(i for i, n in enumerate(filled) if n == widest), 0
+
+
+def layout_from_records(
+    records: list[list[str]], lines: list[int], complete: bool
+) -> tuple[int, tuple[str, ...], tuple[tuple[int, str], ...], tuple[tuple[str, ...], ...]]:
+    """Header index, cleaned header, preamble (line, text) and data samples of `records`."""
+    index, _ = locate_header(records)
+    if index < 0:
+        return -1, (), (), ()
+    header = tuple(_clean_header(records[index]))
+    preamble = tuple(
+        (lines[i], " ".join(c.strip() for c in r if c.strip()))
+        for i, r in enumerate(records[:index])
+        if any(c.strip() for c in r)
+    )
+    data = records[index + 1 :] if complete else records[index + 1 : -1]
+    samples = tuple(tuple(r) for r in data if any(c.strip() for c in r))[:SAMPLE_RECORDS]
+    return index, header, preamble, samples
 
 
 def _clean_header(raw: list[str]) -> list[str]:
@@ -117,23 +169,13 @@ def _clean_header(raw: list[str]) -> list[str]:
     return names
 
 
-def _map_header(header: list[str]) -> tuple[dict[str, int], dict[str, list[str]]]:
-    fields: dict[str, int] = {}
-    claims: dict[str, list[str]] = {}
-    for position, name in enumerate(header):
-        canonical = canonical_field(name)
-        if canonical is None:
-            continue
-        claims.setdefault(canonical, []).append(name)
-        fields.setdefault(canonical, position)
-    return fields, claims
+def detect_format(sample: bytes, file_name: str, *, complete: bool = False) -> FileFormat:
+    """Decide encoding, delimiter and the header from the first bytes of a file.
 
-
-def detect_format(sample: bytes, file_name: str) -> FileFormat:
-    """Decide encoding, delimiter and column mapping from the first bytes of a file.
-
-    The delimiter is the candidate whose first record maps to the most contact fields, so a
-    comma inside a semicolon file's header does not fool it the way a frequency count would.
+    The delimiter is the candidate whose header maps to the most contact fields, so a comma
+    inside a semicolon file's header does not fool it the way a frequency count would. The
+    header need not be the first line: notes above it are skipped and reported. `complete`
+    says the sample is the whole file (its last record is not cut off).
     """
     encoding = detect_encoding(sample, file_name)
     try:
@@ -146,43 +188,25 @@ def detect_format(sample: bytes, file_name: str) -> FileFormat:
     if len(_BINARY_CONTROLS.findall(text[:8192])) > 8:
         raise UnreadableFileError(file_name, "this is a binary file, not a text export")
 
-    best: tuple[tuple[int, int], str, list[str]] | None = None
+    best = None
     for delimiter in DELIMITERS:
-        raw = _first_record(text, delimiter)
-        if not raw:
+        records, lines = _records(text, delimiter, HEADER_SEARCH_RECORDS + SAMPLE_RECORDS + 1)
+        index, score = locate_header(records)
+        if index < 0:
             continue
-        header = _clean_header(raw)
-        fields, _ = _map_header(header)
-        score = (len(fields), len(header))
-        if best is None or score > best[0]:
-            best = (score, delimiter, header)
+        rank = (score, len(records[index]))
+        if best is None or rank > best[0]:
+            best = (rank, delimiter, records, lines)
     if best is None:
         raise UnreadableFileError(file_name, "no header row found")
-
-    _, delimiter, header = best
-    fields, claims = _map_header(header)
-    shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
-    if EMAIL not in fields:
-        raise UnreadableFileError(
-            file_name, f"no email column found; the header has: {shown}", record=None
-        )
-    missing = [name for name in REQUIRED_FIELDS if name not in fields]
-    if missing:
-        raise UnreadableFileError(
-            file_name, f"missing required column(s) {', '.join(missing)}; the header has: {shown}"
-        )
-    doubled = {name: cols for name, cols in claims.items() if len(cols) > 1}
-    if doubled:
-        detail = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in doubled.items())
-        raise UnreadableFileError(file_name, f"several columns claim the same field ({detail})")
-
-    claimed = set(fields.values())
-    extras = tuple((name, i) for i, name in enumerate(header) if i not in claimed)
+    _, delimiter, records, lines = best
+    index, header, preamble, samples = layout_from_records(records, lines, complete)
     return FileFormat(
         encoding=encoding,
         delimiter=delimiter,
-        header=tuple(header),
-        fields={name: fields[name] for name in CANONICAL_FIELDS},
-        extras=extras,
+        header=header,
         fallback_encoding="cp1252" if encoding == "utf-8" and sample.isascii() else None,
+        header_index=index,
+        preamble=preamble,
+        samples=samples,
     )

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import pandas as pd
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, EMAIL
-from ingestion_pipeline.reading.detect import FileFormat, canonical_field, detect_encoding
+from ingestion_pipeline.constants import CANONICAL_FIELDS, FIRST_NAME, FULL_NAME, LAST_NAME
+from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
 from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
+from ingestion_pipeline.reading.mapping import (
+    ColumnMapping,
+    could_hold_email,
+    split_full_name,
+    suggest_mapping,
+)
 from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk, PrefixedReader
 
 JSON_EXTENSIONS = (".json", ".ndjson", ".jsonl")
@@ -20,6 +27,11 @@ JSON_EXTENSIONS = (".json", ".ndjson", ".jsonl")
 # the reader buffer the rest of it.
 MAX_RECORD_CHARS = 16 * 1024 * 1024
 _READ_CHARS = 1024 * 1024
+
+
+def _cell(value: Any) -> str:
+    text = _text(value)
+    return "" if text is None else text
 
 
 def _text(value: Any) -> str | None:
@@ -55,12 +67,45 @@ class JsonContactFile:
             io.BufferedReader(PrefixedReader(head, stream)), encoding=encoding, newline=""
         )
         self.records_read = 0
+        self._parsed = 0  # records parsed, read-ahead included: errors name the next one
+        self.footer: list[str] = []
+        # The first records are read ahead: their keys are the header the mapping works on.
+        self._source = self._records()
+        self._head = list(itertools.islice(self._source, SAMPLE_RECORDS))
+        keys: dict[str, None] = {}
+        for value, _, _ in self._head:
+            keys.update(dict.fromkeys(map(str, value or {})))
+        header = tuple(keys)
+        samples = tuple(
+            tuple(_cell(value.get(k)) for k in header) for value, _, _ in self._head if value
+        )
         self.format = FileFormat(
             encoding=encoding,
             delimiter="json" if self.array else "ndjson",
-            header=(),
-            fields={},
+            header=header,
+            samples=samples,
         )
+        self.suggestion = suggest_mapping(header, samples)
+        if not could_hold_email(header, samples):
+            shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+            raise UnreadableFileError(
+                self.file_name, f"no email field found; the keys are: {shown}"
+            )
+        self.use_mapping(self.suggestion)
+
+    def use_mapping(self, mapping: ColumnMapping) -> None:
+        """Read with `mapping` (its columns are the records' keys)."""
+        unknown = [
+            c for cols in mapping.fields.values() for c in cols if c not in self.format.header
+        ]
+        if unknown:
+            raise UnreadableFileError(
+                self.file_name, f"the mapping names key {unknown[0]!r}, not in the records"
+            )
+        self.mapping = mapping
+        self._primary = {
+            name: cols[0] for name, cols in mapping.fields.items() if name != FULL_NAME
+        }
 
     @property
     def bytes_read(self) -> int:
@@ -68,6 +113,11 @@ class JsonContactFile:
 
     def _records(self) -> Iterator[tuple[dict[str, Any] | None, str | None, str | None]]:
         """(object, None, None) per good record; (None, raw text, error) per malformed one."""
+        for record in self._parse():
+            self._parsed += 1
+            yield record
+
+    def _parse(self) -> Iterator[tuple[dict[str, Any] | None, str | None, str | None]]:
         if self.array:
             yield from self._array_records()
             return
@@ -100,7 +150,7 @@ class JsonContactFile:
                 buffer, pos = buffer[pos:] + more, 0
             if pos >= len(buffer):
                 raise UnreadableFileError(
-                    self.file_name, "the JSON array is cut off", record=self.records_read + 1
+                    self.file_name, "the JSON array is cut off", record=self._parsed + 1
                 )
             if buffer[pos] == "]":
                 return
@@ -111,7 +161,7 @@ class JsonContactFile:
                     raise UnreadableFileError(
                         self.file_name,
                         f"invalid JSON ({exc.msg})",
-                        record=self.records_read + 1,
+                        record=self._parsed + 1,
                     ) from exc
                 more = self._text.read(_READ_CHARS)
                 eof = not more
@@ -126,30 +176,10 @@ class JsonContactFile:
             else:
                 yield None, raw, f"a JSON {type(value).__name__}, not an object"
 
-    def _check_first(self, record: dict[str, Any]) -> None:
-        claims: dict[str, list[str]] = {}
-        for key in record:
-            name = canonical_field(str(key))
-            if name:
-                claims.setdefault(name, []).append(str(key))
-        shown = ", ".join(map(str, list(record)[:12]))
-        if EMAIL not in claims:
-            raise UnreadableFileError(
-                self.file_name, f"no email field found; the first record has: {shown}"
-            )
-        doubled = {n: keys for n, keys in claims.items() if len(keys) > 1}
-        if doubled:
-            detail = "; ".join(f"{n}: {', '.join(k)}" for n, k in doubled.items())
-            raise UnreadableFileError(
-                self.file_name, f"several keys claim the same field ({detail})"
-            )
-
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield chunks of at most `chunk_size` records with CHUNK_COLUMNS plus parse_error."""
         batch: list[dict[str, Any]] = []
-        for value, raw, error in self._records():
-            if value is not None and self.records_read == 0 and not batch:
-                self._check_first(value)
+        for value, raw, error in itertools.chain(self._head, self._source):
             batch.append(self._row(value, raw, error))
             if len(batch) >= chunk_size:
                 yield self._chunk(batch)
@@ -164,18 +194,24 @@ class JsonContactFile:
             row.update({name: None for name in CANONICAL_FIELDS})
             row["extra"] = json.dumps({"_raw": raw}, ensure_ascii=False)
             return row
-        extra: dict[str, Any] = {}
-        for key, item in value.items():
-            name = canonical_field(str(key))
-            if name and row.get(name) is None:
-                text = _text(item)
-                row[name] = text.strip() or None if text is not None else None
-            else:
-                extra[str(key)] = item
         for name in CANONICAL_FIELDS:
-            row.setdefault(name, None)
+            row[name] = self._first_filled(value, self.mapping.fields.get(name, ()))
+        if FULL_NAME in self.mapping.fields and (row[FIRST_NAME] is None or row[LAST_NAME] is None):
+            first, last = split_full_name(self._first_filled(value, self.mapping.fields[FULL_NAME]))
+            row[FIRST_NAME] = row[FIRST_NAME] or first
+            row[LAST_NAME] = row[LAST_NAME] or last
+        primary = set(self._primary.values())
+        extra = {str(k): item for k, item in value.items() if str(k) not in primary}
         row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
         return row
+
+    @staticmethod
+    def _first_filled(value: dict[str, Any], keys: Iterable[str]) -> str | None:
+        for key in keys:
+            text = _text(value.get(key))
+            if text is not None and text.strip():
+                return text.strip()
+        return None
 
     def _chunk(self, batch: list[dict[str, Any]]) -> Chunk:
         with records_from(self.file_name, batch[0]["row_number"]):

@@ -13,9 +13,22 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS
+from ingestion_pipeline.constants import (
+    CANONICAL_FIELDS,
+    EMAIL,
+    FIRST_NAME,
+    FULL_NAME,
+    LAST_NAME,
+)
 from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
 from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
+from ingestion_pipeline.reading.mapping import (
+    ColumnMapping,
+    could_hold_email,
+    looks_like_email,
+    split_full_name,
+    suggest_mapping,
+)
 
 # Large enough for any real cell (notes fields run to megabytes); csv's default is 128 KiB.
 csv.field_size_limit(min(sys.maxsize, 64 * 1024 * 1024))
@@ -70,106 +83,97 @@ class Chunk:
     bytes_read: int
 
 
-class ContactFile:
-    """An open contacts file: its detected format and an iterator over record chunks."""
+# A record after the data that is not a contact: summary lines ("Total", "Grand Total", a
+# count) or a legal line. Only a trailing run of such records with no email is a footer.
+_SUMMARY_WORD = re.compile(
+    r"^\s*(grand\s+total|sub-?total|totals?|summe|gesamt|insgesamt|total\s+g[ée]n[ée]ral|"
+    r"count|anzahl|sum|record\s+count|rows?)\b",
+    re.IGNORECASE,
+)
 
-    def __init__(
-        self, stream: BinaryIO, file_name: str, counter: ByteCounter | None = None
-    ) -> None:
-        self.file_name = file_name
-        if counter is None:
-            counter = ByteCounter(stream)
-            stream = io.BufferedReader(counter)
-        self._counter = counter
-        head = _read_at_least(stream, SAMPLE_BYTES)
-        self.format: FileFormat = detect_format(head, file_name)
-        self._text = io.TextIOWrapper(
-            io.BufferedReader(PrefixedReader(head, stream), buffer_size=1024 * 1024),
-            encoding=self.format.encoding,
-            errors=_ESCAPE_HANDLER,
-            newline="",
-        )
+
+class TabularFile:
+    """Records of cells (CSV or a spreadsheet sheet) read as chunks with a column mapping.
+
+    Subclasses set `format` and yield raw records from `_batches`; this class skips what is
+    above the header, holds back a trailing run of footer lines until the end shows whether
+    data follows them, and turns records into chunk frames by the mapping.
+    """
+
+    file_name: str
+    format: FileFormat
+    # "line" for text files, "sheet row" for spreadsheets: how errors name a position.
+    position_name = "line"
+
+    def _start(self) -> None:
         self.records_read = 0
-        self._escapes_seen = _escapes[0]
+        self.footer: list[str] = []
+        self.suggestion: ColumnMapping = suggest_mapping(self.format.header, self.format.samples)
+        if not could_hold_email(self.format.header, self.format.samples):
+            shown = ", ".join(self.format.header[:12])
+            shown += ", ..." if len(self.format.header) > 12 else ""
+            raise UnreadableFileError(
+                self.file_name, f"no email column found; the header has: {shown}"
+            )
+        self.use_mapping(self.suggestion)
 
-    @property
-    def bytes_read(self) -> int:
-        """Bytes taken from the stored object so far (read-ahead included)."""
-        return self._counter.count
+    def use_mapping(self, mapping: ColumnMapping) -> None:
+        """Read with `mapping`; a column it names that the header lacks is bad input."""
+        try:
+            self._positions = mapping.positions(self.format.header)
+        except KeyError as exc:
+            raise UnreadableFileError(
+                self.file_name, f"the mapping names column {exc.args[0]!r}, not in the header"
+            ) from None
+        self.mapping = mapping
+        primary = {cols[0] for name, cols in self._positions.items() if name != FULL_NAME}
+        self._extras = tuple(
+            (name, i) for i, name in enumerate(self.format.header) if i not in primary
+        )
+
+    def _batches(self, size: int) -> Iterator[list[list[str]]]:
+        raise NotImplementedError
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield chunks of at most `chunk_size` records; blank lines are not records."""
-        fmt = self.format
-        # strict: a quote left open or a stray character after a closing quote is an error
-        # naming its line, not a silent merge of the rest of the file into one field.
-        reader = csv.reader(
-            self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=True
-        )
-        header_seen = False
-        while True:
-            batch = self._read_batch(reader, chunk_size, header_seen)
-            if not batch:
-                return
-            records = [r for r in batch if any(r)]
-            if not header_seen and records:
-                # The header is the first non-blank record; detection already read it.
-                records = records[1:]
-                header_seen = True
+        skip = self.format.header_index + 1
+        held: list[list[str]] = []
+        for batch in self._batches(chunk_size):
+            if skip:
+                taken = min(skip, len(batch))
+                batch, skip = batch[taken:], skip - taken
+            records = held + [r for r in batch if any(c.strip() for c in r)]
+            cut = len(records)
+            while cut and self._footer_like(records[cut - 1]):
+                cut -= 1
+            records, held = records[:cut], records[cut:]
             with records_from(self.file_name, self.records_read + 1):
                 frame = self._frame(records)
             if len(frame):
                 yield Chunk(frame=frame, bytes_read=self.bytes_read)
+        self.footer = [" ".join(c.strip() for c in r if c.strip()) for r in held]
 
-    def _read_batch(self, reader: Any, size: int, header_seen: bool) -> list[list[str]]:
-        """Up to `size` parsed lines; a CSV syntax error names its record and first line."""
-        batch: list[list[str]] = []
-        end_line = reader.line_num
-        try:
-            for record in reader:
-                batch.append(record)
-                end_line = reader.line_num
-                if len(batch) >= size:
-                    break
-        except csv.Error as exc:
-            done = sum(1 for r in batch if any(c.strip() for c in r)) - (0 if header_seen else 1)
-            raise UnreadableFileError(
-                self.file_name,
-                _describe_csv_error(exc),
-                record=self.records_read + done + 1,
-                line=end_line + 1,
-            ) from exc
-        return batch
+    def _footer_like(self, record: list[str]) -> bool:
+        """A record that may be a footer: no email address, and one value alone or a summary
+        word ("Total" may well stand in the email column of a spreadsheet)."""
+        emails = self._positions.get(EMAIL, ())
+        if any(p < len(record) and looks_like_email(record[p]) for p in emails):
+            return False
+        filled = [c for c in record if c.strip()]
+        return len(filled) <= 1 or bool(_SUMMARY_WORD.match(filled[0]))
 
-    def _repair_undecodable(self, records: list[list[str]]) -> list[list[str]]:
-        """Read escaped bytes in the fallback encoding, or name the first record holding one."""
-        fallback = self.format.fallback_encoding
-        repaired = []
-        for position, record in enumerate(records):
-            if not any(_SURROGATES.search(cell) for cell in record):
-                repaired.append(record)
-                continue
-            if fallback is None:
-                column = next(i for i, cell in enumerate(record) if _SURROGATES.search(cell))
-                escaped = bytes(ord(ch) - 0xDC00 for ch in _SURROGATES.findall(record[column]))
-                header = self.format.header
-                name = header[column] if column < len(header) else f"column_{column + 1}"
-                # Lines of bare delimiters are not records either.
-                blank = sum(1 for r in records[:position] if not any(c.strip() for c in r))
-                raise UnreadableFileError(
-                    self.file_name,
-                    f"invalid {self.format.encoding} bytes ({escaped!r} in {name})",
-                    record=self.records_read + position + 1 - blank,
-                )
-            repaired.append([_redecode(cell, fallback) for cell in record])
-        return repaired
+    @property
+    def bytes_read(self) -> int:
+        raise NotImplementedError
+
+    def _prepare_records(self, records: list[list[str]]) -> list[list[str]]:
+        return records
 
     def _frame(self, records: list[list[str]]) -> pd.DataFrame:
-        fmt = self.format
-        width = len(fmt.header)
+        width = len(self.format.header)
         if not records:
             return pd.DataFrame({name: pd.Series(dtype="str") for name in CHUNK_COLUMNS})
-        if _escapes[0] != self._escapes_seen:
-            records = self._repair_undecodable(records)
+        records = self._prepare_records(records)
         lengths = set(map(len, records))
         fields = None
         if lengths != {width}:
@@ -186,9 +190,17 @@ class ContactFile:
         out["row_number"] = pd.RangeIndex(start, start + len(raw))
         self.records_read += len(raw)
         for name in CANONICAL_FIELDS:
-            position = fmt.fields[name]
-            out[name] = raw[position] if position in raw.columns else None
-        extra_cols = [(name, i) for name, i in fmt.extras if i in raw.columns]
+            out[name] = self._first_filled(raw, self._positions.get(name, ()))
+        if FULL_NAME in self._positions:
+            # Whole names fill first and last name where those are blank (split_full_name).
+            full = self._first_filled(raw, self._positions[FULL_NAME])
+            need = full.notna() & (out[FIRST_NAME].isna() | out[LAST_NAME].isna())
+            if need.any():
+                parts = full[need].map(split_full_name)
+                for position, name in enumerate((FIRST_NAME, LAST_NAME)):
+                    split = parts.map(lambda pair, p=position: pair[p]).astype("str")
+                    out.loc[need, name] = out.loc[need, name].fillna(split)
+        extra_cols = [(name, i) for name, i in self._extras if i in raw.columns]
         # Values past the header's width (ragged rows) are kept as column_N, never dropped.
         extra_cols += [(f"column_{i + 1}", i) for i in raw.columns if i >= width]
         if extra_cols:
@@ -213,6 +225,108 @@ class ContactFile:
             if ragged.any():
                 out["record_problem"] = (fields.astype(str) + f"/{width}").where(ragged, None)
         return out
+
+    @staticmethod
+    def _first_filled(raw: pd.DataFrame, positions: tuple[int, ...]) -> pd.Series:
+        """Per row, the first non-blank of the columns at `positions` (None if none)."""
+        present = [p for p in positions if p in raw.columns]
+        if not present:
+            return pd.Series(None, index=raw.index, dtype="str")
+        value = raw[present[0]]
+        for p in present[1:]:
+            value = value.fillna(raw[p])
+        return value
+
+
+class ContactFile(TabularFile):
+    """An open delimited text file: its detected format and an iterator over record chunks."""
+
+    def __init__(
+        self, stream: BinaryIO, file_name: str, counter: ByteCounter | None = None
+    ) -> None:
+        self.file_name = file_name
+        if counter is None:
+            counter = ByteCounter(stream)
+            stream = io.BufferedReader(counter)
+        self._counter = counter
+        head = _read_at_least(stream, SAMPLE_BYTES)
+        self.format = detect_format(head, file_name, complete=len(head) < SAMPLE_BYTES)
+        self._text = io.TextIOWrapper(
+            io.BufferedReader(PrefixedReader(head, stream), buffer_size=1024 * 1024),
+            encoding=self.format.encoding,
+            errors=_ESCAPE_HANDLER,
+            newline="",
+        )
+        self._escapes_seen = _escapes[0]
+        self._start()
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes taken from the stored object so far (read-ahead included)."""
+        return self._counter.count
+
+    def _batches(self, size: int) -> Iterator[list[list[str]]]:
+        # strict: a quote left open or a stray character after a closing quote is an error
+        # naming its line, not a silent merge of the rest of the file into one field.
+        fmt = self.format
+        reader = csv.reader(
+            self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=True
+        )
+        skip = fmt.header_index + 1
+        while True:
+            batch = self._read_batch(reader, size, skip)
+            if not batch:
+                return
+            skip = max(0, skip - len(batch))
+            yield batch
+
+    def _read_batch(self, reader: Any, size: int, skip: int) -> list[list[str]]:
+        """Up to `size` parsed lines; a CSV syntax error names its record and first line."""
+        batch: list[list[str]] = []
+        end_line = reader.line_num
+        try:
+            for record in reader:
+                batch.append(record)
+                end_line = reader.line_num
+                if len(batch) >= size:
+                    break
+        except csv.Error as exc:
+            done = sum(1 for r in batch[skip:] if any(c.strip() for c in r))
+            raise UnreadableFileError(
+                self.file_name,
+                _describe_csv_error(exc),
+                record=self.records_read + done + 1,
+                line=end_line + 1,
+            ) from exc
+        return batch
+
+    def _prepare_records(self, records: list[list[str]]) -> list[list[str]]:
+        if _escapes[0] != self._escapes_seen:
+            return self._repair_undecodable(records)
+        return records
+
+    def _repair_undecodable(self, records: list[list[str]]) -> list[list[str]]:
+        """Read escaped bytes in the fallback encoding, or name the first record holding one."""
+        fallback = self.format.fallback_encoding
+        repaired = []
+        for position, record in enumerate(records):
+            if not any(_SURROGATES.search(cell) for cell in record):
+                repaired.append(record)
+                continue
+            if fallback is None:
+                column = next(i for i, cell in enumerate(record) if _SURROGATES.search(cell))
+                escaped = bytes(ord(ch) - 0xDC00 for ch in _SURROGATES.findall(record[column]))
+                header = self.format.header
+                name = header[column] if column < len(header) else f"column_{column + 1}"
+                # Lines of bare delimiters are not records either.
+                blank = sum(1 for r in records[:position] if not any(c.strip() for c in r))
+                raise UnreadableFileError(
+                    self.file_name,
+                    f"invalid {self.format.encoding} bytes ({escaped!r} in {name})",
+                    record=self.records_read + position + 1 - blank,
+                )
+            repaired.append([_redecode(cell, fallback) for cell in record])
+        return repaired
 
 
 def _describe_csv_error(exc: csv.Error) -> str:

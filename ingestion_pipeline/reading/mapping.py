@@ -1,0 +1,408 @@
+"""Which columns of an upload hold which contact field: decided from the header names, the
+known export profiles of the tools people use, and the values themselves.
+
+Plain Python, no Dagster: the importer records the mapping a job used, and asks a person when
+the required fields cannot be mapped with confidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ingestion_pipeline.constants import (
+    CANONICAL_FIELDS,
+    COMPANY,
+    EMAIL,
+    FIRST_NAME,
+    FULL_NAME,
+    HEADER_ALIASES,
+    LAST_NAME,
+    REQUIRED_FIELDS,
+)
+
+MAPPABLE_FIELDS: tuple[str, ...] = (*CANONICAL_FIELDS, FULL_NAME)
+_NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+# Good enough to tell an address from a name or a phone number in a sample; the rules judge it.
+_EMAIL_LIKE = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
+# A column is an email candidate by its values when this share of its sampled values look like
+# addresses (exports leave many cells blank: only filled cells count).
+EMAIL_VALUE_SHARE = 0.6
+
+
+class Method:
+    """How a field's columns were decided, as recorded on the job."""
+
+    REMEMBERED = "remembered"
+    PERSON = "person"
+    PROFILE = "profile"
+    ALIAS = "alias"
+    NAME = "name"
+    VALUES = "values"
+    SPLIT = "split"
+
+
+def header_key(name: str) -> str:
+    """Compare header names ignoring case, spaces, punctuation and stray BOMs."""
+    return _NOT_ALNUM.sub("", name.replace("\ufeff", "").strip().casefold())
+
+
+def header_signature(header: Sequence[str]) -> str:
+    """The shape of a header: the same export of the same tool has the same signature."""
+    joined = "\x1f".join(header_key(name) for name in header)
+    return hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A tool's export: recognised by columns it always has; its columns for each field."""
+
+    name: str
+    requires: tuple[str, ...]
+    fields: Mapping[str, tuple[str, ...]]
+
+
+# Exact header spellings of the exports people bring (see README, "Files from the tools people
+# use"). Several columns for one field are candidates in order: each row takes the first
+# non-blank one. Compared with header_key, so case, spaces and punctuation do not matter.
+PROFILES: tuple[Profile, ...] = (
+    Profile(
+        "Google Contacts",
+        ("First Name", "Last Name", "E-mail 1 - Value", "Organization Name"),
+        {
+            EMAIL: ("E-mail 1 - Value", "E-mail 2 - Value", "E-mail 3 - Value"),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Organization Name",),
+        },
+    ),
+    Profile(
+        "Google Contacts (legacy Google CSV)",
+        ("Given Name", "Family Name", "E-mail 1 - Value"),
+        {
+            EMAIL: ("E-mail 1 - Value", "E-mail 2 - Value", "E-mail 3 - Value"),
+            FIRST_NAME: ("Given Name",),
+            LAST_NAME: ("Family Name",),
+            COMPANY: ("Organization 1 - Name",),
+            FULL_NAME: ("Name",),
+        },
+    ),
+    Profile(
+        "Outlook",
+        ("First Name", "Last Name", "E-mail Address", "E-mail Type"),
+        {
+            EMAIL: ("E-mail Address", "E-mail 2 Address", "E-mail 3 Address"),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Company",),
+        },
+    ),
+    Profile(
+        "LinkedIn Connections",
+        ("First Name", "Last Name", "URL", "Email Address", "Connected On"),
+        {
+            EMAIL: ("Email Address",),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Company",),
+        },
+    ),
+    Profile(
+        "Salesforce Data Loader",
+        ("FIRSTNAME", "LASTNAME", "EMAIL", "ACCOUNTID"),
+        {
+            EMAIL: ("EMAIL",),
+            FIRST_NAME: ("FIRSTNAME",),
+            LAST_NAME: ("LASTNAME",),
+            COMPANY: ("ACCOUNT.NAME", "ACCOUNTNAME", "COMPANYNAME"),
+        },
+    ),
+    Profile(
+        "Zoho CRM",
+        ("Record Id", "First Name", "Last Name", "Email", "Account Name"),
+        {
+            EMAIL: ("Email", "Secondary Email"),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Account Name",),
+        },
+    ),
+    Profile(
+        "HubSpot",
+        ("Record ID", "First Name", "Last Name", "Email"),
+        {
+            EMAIL: ("Email",),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Company Name", "Associated Company", "Company"),
+        },
+    ),
+    Profile(
+        "Mailchimp",
+        ("Email Address", "First Name", "Last Name", "MEMBER_RATING"),
+        {
+            EMAIL: ("Email Address",),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Company", "Company Name"),
+        },
+    ),
+    Profile(
+        "Pipedrive",
+        ("Person - Name",),
+        {
+            EMAIL: (
+                "Person - Email - Work",
+                "Person - Email - Home",
+                "Person - Email - Other",
+                "Person - Email",
+            ),
+            FIRST_NAME: ("Person - First name",),
+            LAST_NAME: ("Person - Last name",),
+            COMPANY: ("Person - Organization", "Organization - Name"),
+            FULL_NAME: ("Person - Name",),
+        },
+    ),
+    Profile(
+        "Salesforce report",
+        ("First Name", "Last Name", "Account Name", "Email"),
+        {
+            EMAIL: ("Email",),
+            FIRST_NAME: ("First Name",),
+            LAST_NAME: ("Last Name",),
+            COMPANY: ("Account Name",),
+        },
+    ),
+)
+
+_ALIASES: dict[str, str] = {
+    header_key(alias): name for name, aliases in HEADER_ALIASES.items() for alias in aliases
+}
+# Words in a header that say what a column holds when no alias matches exactly, and words
+# that say it holds something else about that field (an email's type, a name's phonetic form).
+_NAME_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (EMAIL, re.compile(r"e-?mail|courriel|correo")),
+    (FIRST_NAME, re.compile(r"first.?name|given.?name|vorname|pr[eé]nom|nombre")),
+    (LAST_NAME, re.compile(r"last.?name|surname|family.?name|nachname|apellido")),
+    (COMPANY, re.compile(r"company|organi[sz]ation|employer|account.?name|firma|soci[eé]t[eé]")),
+    (FULL_NAME, re.compile(r"^(full.?name|name|display.?name|contact.?name|person.?name)$")),
+)
+_NOT_THE_VALUE = re.compile(
+    r"type|label|display|status|opt|bounce|domain|valid|verified|consent|phonetic|yomi|"
+    r"\bid\b|date|count|owner|title|department|rating",
+    re.IGNORECASE,
+)
+
+
+def split_full_name(value: str | None) -> tuple[str | None, str | None]:
+    """First and last name from a full name: "Lee, Ann" -> (Ann, Lee); "Mary Ann Lee" ->
+    (Mary Ann, Lee); a single word is a first name with no last name (the rules flag it)."""
+    if value is None or not value.strip():
+        return None, None
+    text = " ".join(value.split())
+    if "," in text:
+        last, _, first = text.partition(",")
+        return first.strip() or None, last.strip() or None
+    first, _, last = text.rpartition(" ")
+    return (first, last) if first else (last, None)
+
+
+@dataclass
+class ColumnMapping:
+    """Columns per field (by header name, candidates in order) and how each was decided."""
+
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
+    profile: str | None = None
+    # Required fields a person chose to leave unmapped: every row then has an issue on them.
+    empty: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "fields": self.fields,
+            "methods": self.methods,
+            "profile": self.profile,
+            "empty": self.empty,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> ColumnMapping:
+        return cls(
+            fields={k: list(v) for k, v in data.get("fields", {}).items()},
+            methods=dict(data.get("methods", {})),
+            profile=data.get("profile"),
+            empty=list(data.get("empty", [])),
+        )
+
+    def with_method(self, method: str) -> ColumnMapping:
+        """The same columns, every field marked as decided by `method`."""
+        return ColumnMapping(
+            {k: list(v) for k, v in self.fields.items()},
+            {k: method for k in self.fields},
+            self.profile,
+            list(self.empty),
+        )
+
+    @property
+    def unmapped(self) -> list[str]:
+        """Required fields with no column (first and last name count as mapped by a split)."""
+        missing = []
+        for name in REQUIRED_FIELDS:
+            if name in self.fields or name in self.empty:
+                continue
+            if name in (FIRST_NAME, LAST_NAME) and FULL_NAME in self.fields:
+                continue
+            missing.append(name)
+        return missing
+
+    def positions(self, header: Sequence[str]) -> dict[str, tuple[int, ...]]:
+        """Column positions per field in `header`; a name not in it raises KeyError."""
+        index = {name: i for i, name in enumerate(header)}
+        return {name: tuple(index[col] for col in cols) for name, cols in self.fields.items()}
+
+    def describe(self) -> str:
+        """`email <- "E-mail 1 - Value" (profile)`, one field a line."""
+        lines = []
+        for name in MAPPABLE_FIELDS:
+            cols = self.fields.get(name)
+            if cols:
+                shown = ", ".join(f'"{c}"' for c in cols)
+                lines.append(f"{name} <- {shown} ({self.methods.get(name, '')})")
+            elif name in REQUIRED_FIELDS:
+                how = "split of full_name" if FULL_NAME in self.fields else "not mapped"
+                if name in (FIRST_NAME, LAST_NAME) and FULL_NAME in self.fields:
+                    lines.append(f"{name} <- {how} ({Method.SPLIT})")
+                else:
+                    lines.append(f"{name} <- {how}")
+        return "\n".join(lines)
+
+
+def looks_like_email(value: str) -> bool:
+    return bool(_EMAIL_LIKE.match(value.strip()))
+
+
+def email_columns_by_value(header: Sequence[str], samples: Sequence[Sequence[str]]) -> list[str]:
+    """Columns whose filled sample values are mostly email addresses, in header order."""
+    found = []
+    for position, name in enumerate(header):
+        values = [r[position].strip() for r in samples if position < len(r) and r[position].strip()]
+        if values and sum(map(looks_like_email, values)) >= EMAIL_VALUE_SHARE * len(values):
+            found.append(name)
+    return found
+
+
+def _profile_for(keys: dict[str, str]) -> Profile | None:
+    for profile in PROFILES:
+        if all(header_key(col) in keys for col in profile.requires):
+            return profile
+    return None
+
+
+def suggest_mapping(header: Sequence[str], samples: Sequence[Sequence[str]]) -> ColumnMapping:
+    """The best automatic mapping of `header`: a known export profile, then exact aliases,
+    then words in the header names, then (for the email) the sampled values."""
+    keys = {header_key(name): name for name in reversed(header)}  # first spelling wins
+    mapping = ColumnMapping()
+    profile = _profile_for(keys)
+    if profile is not None:
+        mapping.profile = profile.name
+        for name, cols in profile.fields.items():
+            present = [keys[header_key(c)] for c in cols if header_key(c) in keys]
+            if present:
+                mapping.fields[name] = present
+                mapping.methods[name] = f"{Method.PROFILE}: {profile.name}"
+    taken = {col for cols in mapping.fields.values() for col in cols}
+    by_alias: dict[str, list[str]] = {}
+    for column in header:
+        name = _ALIASES.get(header_key(column))
+        if name and name not in mapping.fields and column not in taken:
+            by_alias.setdefault(name, []).append(column)
+    for name, columns in by_alias.items():
+        mapping.fields[name] = columns
+        mapping.methods[name] = Method.ALIAS
+        taken.update(columns)
+    for name, pattern in _NAME_HINTS:
+        if name in mapping.fields:
+            continue
+        hits = [
+            c
+            for c in header
+            if c not in taken and pattern.search(c.casefold()) and not _NOT_THE_VALUE.search(c)
+        ]
+        if hits:
+            mapping.fields[name] = hits if name == EMAIL else hits[:1]
+            mapping.methods[name] = Method.NAME
+            taken.update(mapping.fields[name])
+    if EMAIL not in mapping.fields:
+        by_value = [c for c in email_columns_by_value(header, samples) if c not in taken]
+        if by_value:
+            mapping.fields[EMAIL] = by_value
+            mapping.methods[EMAIL] = Method.VALUES
+    return mapping
+
+
+def header_score(record: Sequence[str]) -> int:
+    """How much a record looks like a contacts header: fields its names map to (a known
+    profile counts double); 0 for a line of notes or data."""
+    if sum(1 for cell in record if cell.strip()) < 2:
+        return 0
+    names = [cell.strip() for cell in record]
+    mapping = suggest_mapping(names, [])
+    return len(mapping.fields) + (len(mapping.fields) if mapping.profile else 0)
+
+
+def could_hold_email(header: Sequence[str], samples: Sequence[Sequence[str]]) -> bool:
+    """Whether any column could hold an email: by its name or by its values."""
+    email_hint = _NAME_HINTS[0][1]
+    return any(email_hint.search(c.casefold()) for c in header) or bool(
+        email_columns_by_value(header, samples)
+    )
+
+
+class MappingError(ValueError):
+    """A mapping a person gave that does not fit the file's header."""
+
+
+def person_mapping(
+    header: Sequence[str],
+    assignments: Mapping[str, Iterable[str] | str | None],
+    base: ColumnMapping | None = None,
+) -> ColumnMapping:
+    """`base` (the suggestion) with a person's `field -> column(s)` on top; an empty value
+    leaves that field unmapped on purpose.
+
+    Columns are matched exactly, then ignoring case and punctuation; unknown fields and
+    columns are a MappingError naming what the header has.
+    """
+    keys = {header_key(name): name for name in reversed(header)}
+    mapping = ColumnMapping() if base is None else base.with_method(Method.PERSON)
+    mapping.methods = {k: (base.methods.get(k, "") if base else "") for k in mapping.fields}
+    for name, value in assignments.items():
+        if name not in MAPPABLE_FIELDS:
+            raise MappingError(f"unknown field {name!r}; fields: {', '.join(MAPPABLE_FIELDS)}")
+        columns = [value] if isinstance(value, str) or value is None else list(value)
+        resolved = []
+        for column in columns:
+            if column is None or not str(column).strip():
+                continue
+            if column in header:
+                resolved.append(column)
+            elif header_key(str(column)) in keys:
+                resolved.append(keys[header_key(str(column))])
+            else:
+                shown = ", ".join(f'"{c}"' for c in header[:30])
+                raise MappingError(f"no column {column!r} in the header; it has: {shown}")
+        mapping.fields.pop(name, None)
+        mapping.methods.pop(name, None)
+        if name in mapping.empty:
+            mapping.empty.remove(name)
+        if resolved:
+            mapping.fields[name] = resolved
+            mapping.methods[name] = Method.PERSON
+        elif name in REQUIRED_FIELDS:
+            mapping.empty.append(name)
+    if EMAIL not in mapping.fields:
+        raise MappingError("the email field must be mapped to a column")
+    return mapping
