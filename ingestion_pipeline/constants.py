@@ -100,6 +100,8 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".xlsm",
     ".xls",
     ".ods",
+    ".vcf",
+    ".vcard",
 )
 # Any of them may also arrive gzipped, as name.csv.gz.
 COMPRESSED_EXTENSIONS: tuple[str, ...] = (".gz",)

@@ -204,3 +204,33 @@ def test_several_columns_for_one_field_take_the_first_non_blank_per_row_the_rest
         ("a@b.io", {"e-mail": "x@b.io"}),
         ("y@b.io", {"e-mail": "y@b.io"}),
     ]
+
+
+def test_notes_above_the_header_and_summary_lines_below_the_data_are_reported_not_read():
+    data = (
+        b"Notes:\n\"Exported for Q3, see the wiki.\"\n\n"
+        b"First Name,Last Name,Email Address,Company\n"
+        b"Ann,Lee,ann@acme.io,Acme\nBob,Ray,bob@acme.io,Acme\n\n"
+        b"Total,,,2\n\"Confidential Information - Do Not Distribute\"\n"
+    )
+    source = open_contact_file(io.BytesIO(data), "r.csv")
+    frame = pd.concat([c.frame for c in source.chunks(1)], ignore_index=True)
+    assert [p[1] for p in source.format.preamble] == ["Notes:", "Exported for Q3, see the wiki."]
+    assert list(frame["email"]) == ["ann@acme.io", "bob@acme.io"]
+    assert source.footer == ["Total 2", "Confidential Information - Do Not Distribute"]
+
+
+def test_a_trailing_line_that_looks_like_data_is_still_a_record():
+    data = b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\nbob@acme.io,,,\n,Cy,,\n"
+    source = open_contact_file(io.BytesIO(data), "t.csv")
+    frame = pd.concat([c.frame for c in source.chunks(2)], ignore_index=True)
+    # An address is data whatever else is blank; a lone name with no address is a footer.
+    assert list(frame["email"]) == ["ann@acme.io", "bob@acme.io"]
+    assert source.footer == ["Cy"]
+
+
+def test_a_vcard_cut_off_before_end_is_rejected_naming_the_card():
+    data = b"BEGIN:VCARD\nFN:Ann Lee\nEMAIL:ann@acme.io\nEND:VCARD\nBEGIN:VCARD\nFN:Bob\n"
+    with pytest.raises(UnreadableFileError) as caught:
+        read_all(data, "c.vcf")
+    assert str(caught.value) == "c.vcf, record 2 (line 5): the last card has no END:VCARD"

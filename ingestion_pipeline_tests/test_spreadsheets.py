@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import openpyxl
+import pandas as pd
+import xlwt
 
 from ingestion_pipeline.reading import open_contact_file
 from ingestion_pipeline_tests.helpers import cli_env, cli_import_command, import_bytes, rows
@@ -115,3 +117,29 @@ def test_xlsm_reads_like_xlsx():
     source = open_contact_file(io.BytesIO(REPORT), "macro.xlsm")
     assert source.format.sheet == "Contacts"
     assert sum(len(c.frame) for c in source.chunks(100)) == 2
+
+
+def test_ods_and_legacy_xls_workbooks_import_like_xlsx(
+    engine, instance, resources, local_zone, tmp_path
+):
+    frame = pd.DataFrame(
+        {"E-mail": ["ann@acme.io", "bob@acme.io"], "First Name": ["Ann", "Bob"],
+         "Last Name": ["Lee", "Ray"], "Company": ["Acme", "Acme"], "Zip": ["01234", "00501"]}
+    )  # fmt: skip
+    frame.to_excel(tmp_path / "c.ods", engine="odf", index=False, sheet_name="Kontakte")
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Contacts")
+    for r, line in enumerate([list(frame.columns), *frame.itertuples(index=False)]):
+        for c, value in enumerate(line):
+            sheet.write(r, c, value)
+    book.save(str(tmp_path / "c.xls"))
+    for name in ("c.ods", "c.xls"):
+        content = (tmp_path / name).read_bytes()
+        result, job = import_bytes(engine, instance, resources, local_zone, name[2:], name, content)
+        assert result.success, job["error"]
+        assert (job["status"], job["contacts_created"]) == ("COMPLETED", 2), name
+        assert rows(
+            engine,
+            "SELECT extra->>'Zip' FROM contacts WHERE job_id = :j ORDER BY 1",
+            j=job["job_id"],
+        ) == [("00501",), ("01234",)]

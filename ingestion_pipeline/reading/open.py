@@ -10,17 +10,18 @@ from typing import BinaryIO
 from ingestion_pipeline.reading.jsonl import JSON_EXTENSIONS, JsonContactFile
 from ingestion_pipeline.reading.records import ByteCounter, ContactFile
 from ingestion_pipeline.reading.spreadsheet import SPREADSHEET_EXTENSIONS, SpreadsheetFile
+from ingestion_pipeline.reading.vcard import VCARD_EXTENSIONS, VCardFile
 
 GZIP_MAGIC = b"\x1f\x8b"
 
-UploadFile = ContactFile | JsonContactFile | SpreadsheetFile
+UploadFile = ContactFile | JsonContactFile | SpreadsheetFile | VCardFile
 
 
 def open_contact_file(stream: BinaryIO, file_name: str) -> UploadFile:
     """Detect the format of `stream` and return a reader over its records.
 
     A gzip stream (by its magic bytes) is decompressed on the fly; the name without `.gz`
-    then says whether it holds a workbook, JSON or delimited text.
+    then says whether it holds a workbook, vCards, JSON or delimited text.
     """
     counter = ByteCounter(stream)
     buffered = io.BufferedReader(counter, buffer_size=1024 * 1024)
@@ -35,4 +36,6 @@ def open_contact_file(stream: BinaryIO, file_name: str) -> UploadFile:
         return JsonContactFile(source, file_name, counter)
     if suffix in SPREADSHEET_EXTENSIONS:
         return SpreadsheetFile(source, file_name, counter)
+    if suffix in VCARD_EXTENSIONS:
+        return VCardFile(source, file_name, counter)
     return ContactFile(source, file_name, counter)
