@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,11 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job["job_id"]):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job["job_id"]])
     job_def = build_definitions(build_resources(settings)).resolve_job_def(job_name)
+    if log_level != "INFO":
+        # A job waiting for its mapping leaves raw_upload unmaterialized: its checks and every
+        # later step are skipped, and Dagster says of each blocking check that it "emitted no
+        # result" although nothing downstream runs. The job's status says what happened.
+        logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
     result = job_def.execute_in_process(
         partition_key=job["job_id"],
         instance=instance,
@@ -124,6 +130,10 @@ def _first_line(error: BaseException | None) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+LAYOUT_NOTES = (
+    ("skipped_before_header", "line(s) above the header"),
+    ("footer", "line(s) after the data"),
+)
 SUMMARY_KEYS = (
     "job_id",
     "tenant",
@@ -197,6 +207,20 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
     )
     if summary["encoding"]:
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
+    if summary.get("mapping"):
+        mapping = summary["mapping"]
+        fields = ", ".join(
+            f"{k} <- {' | '.join(mapping['fields'][k])}"
+            for k in MAPPABLE_FIELDS
+            if k in mapping["fields"]
+        )
+        how = mapping.get("source", "")
+        how += f", profile {mapping['profile']}" if mapping.get("profile") else ""
+        print(f"  columns ({how}): {fields}")
+    layout = summary.get("layout") or {}
+    skipped = [f"{len(layout[k])} {label}" for k, label in LAYOUT_NOTES if layout.get(k)]
+    if skipped:
+        print(f"  not records: {'; '.join(skipped)}")
     shown = 0
     with _engine().connect() as conn:
         for issue in iter_issues(conn, summary["job_id"], limit=limit):
