@@ -208,10 +208,10 @@ def test_several_columns_for_one_field_take_the_first_non_blank_per_row_the_rest
 
 def test_notes_above_the_header_and_summary_lines_below_the_data_are_reported_not_read():
     data = (
-        b"Notes:\n\"Exported for Q3, see the wiki.\"\n\n"
+        b'Notes:\n"Exported for Q3, see the wiki."\n\n'
         b"First Name,Last Name,Email Address,Company\n"
         b"Ann,Lee,ann@acme.io,Acme\nBob,Ray,bob@acme.io,Acme\n\n"
-        b"Total,,,2\n\"Confidential Information - Do Not Distribute\"\n"
+        b'Total,,,2\n"Confidential Information - Do Not Distribute"\n'
     )
     source = open_contact_file(io.BytesIO(data), "r.csv")
     frame = pd.concat([c.frame for c in source.chunks(1)], ignore_index=True)

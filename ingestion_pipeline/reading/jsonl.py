@@ -13,7 +13,12 @@ import pandas as pd
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, FIRST_NAME, FULL_NAME, LAST_NAME
 from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
-from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
+from ingestion_pipeline.reading.errors import (
+    LineTooLongError,
+    UnreadableFileError,
+    bounded_lines,
+    records_from,
+)
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
     could_hold_email,
@@ -113,15 +118,20 @@ class JsonContactFile:
 
     def _records(self) -> Iterator[tuple[dict[str, Any] | None, str | None, str | None]]:
         """(object, None, None) per good record; (None, raw text, error) per malformed one."""
-        for record in self._parse():
-            self._parsed += 1
-            yield record
+        try:
+            for record in self._parse():
+                self._parsed += 1
+                yield record
+        except LineTooLongError as exc:
+            raise UnreadableFileError(
+                self.file_name, str(exc), record=self._parsed + 1, line=exc.line
+            ) from exc
 
     def _parse(self) -> Iterator[tuple[dict[str, Any] | None, str | None, str | None]]:
         if self.array:
             yield from self._array_records()
             return
-        for line in self._text:
+        for line in bounded_lines(self._text):
             if not line.strip():
                 continue
             try:

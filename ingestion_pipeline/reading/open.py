@@ -7,12 +7,49 @@ import io
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from ingestion_pipeline.reading.errors import UnreadableFileError
 from ingestion_pipeline.reading.jsonl import JSON_EXTENSIONS, JsonContactFile
 from ingestion_pipeline.reading.records import ByteCounter, ContactFile
 from ingestion_pipeline.reading.spreadsheet import SPREADSHEET_EXTENSIONS, SpreadsheetFile
 from ingestion_pipeline.reading.vcard import VCARD_EXTENSIONS, VCardFile
 
 GZIP_MAGIC = b"\x1f\x8b"
+# A compressed upload may expand to this many bytes at most, and past DECOMPRESSED_FREE bytes
+# to at most MAX_RATIO times the compressed bytes read: exports compress 5-20x, a bomb 1000x.
+MAX_DECOMPRESSED = 20 * 1024**3
+DECOMPRESSED_FREE = 64 * 1024**2
+MAX_RATIO = 100
+
+
+class DecompressionLimit(io.RawIOBase):
+    """A decompressed stream that stops with an UnreadableFileError past the size or ratio
+    limits, while it is being read (nothing past the limit is ever held)."""
+
+    def __init__(self, inner: BinaryIO, compressed: ByteCounter, file_name: str) -> None:
+        self._inner = inner
+        self._compressed = compressed
+        self._file_name = file_name
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        ratio = self.count / max(1, self._compressed.count)
+        if self.count > MAX_DECOMPRESSED or (self.count > DECOMPRESSED_FREE and ratio > MAX_RATIO):
+            raise UnreadableFileError(
+                self._file_name,
+                f"decompresses to more than {self.count // 1024**2} MiB from "
+                f"{self._compressed.count // 1024} KiB ({ratio:.0f}x): a compression bomb, not "
+                f"an export (limits: {MAX_RATIO}x past {DECOMPRESSED_FREE // 1024**2} MiB, "
+                f"{MAX_DECOMPRESSED // 1024**3} GiB in all)",
+            )
+        return n
+
 
 UploadFile = ContactFile | JsonContactFile | SpreadsheetFile | VCardFile
 
@@ -28,7 +65,10 @@ def open_contact_file(stream: BinaryIO, file_name: str) -> UploadFile:
     inner_name = file_name
     source: BinaryIO = buffered
     if buffered.peek(2)[:2] == GZIP_MAGIC:
-        source = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        inflated = DecompressionLimit(
+            gzip.GzipFile(fileobj=buffered, mode="rb"), counter, file_name
+        )
+        source = io.BufferedReader(inflated, buffer_size=1024 * 1024)  # type: ignore[assignment]
         if inner_name.lower().endswith(".gz"):
             inner_name = inner_name[:-3]
     suffix = PurePosixPath(inner_name).suffix.lower()

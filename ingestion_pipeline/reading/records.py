@@ -6,7 +6,6 @@ import codecs
 import csv
 import io
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -21,7 +20,13 @@ from ingestion_pipeline.constants import (
     LAST_NAME,
 )
 from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
-from ingestion_pipeline.reading.errors import UnreadableFileError, records_from
+from ingestion_pipeline.reading.errors import (
+    MAX_LINE_CHARS,
+    LineTooLongError,
+    UnreadableFileError,
+    bounded_lines,
+    records_from,
+)
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
     could_hold_email,
@@ -31,7 +36,7 @@ from ingestion_pipeline.reading.mapping import (
 )
 
 # Large enough for any real cell (notes fields run to megabytes); csv's default is 128 KiB.
-csv.field_size_limit(min(sys.maxsize, 64 * 1024 * 1024))
+csv.field_size_limit(MAX_LINE_CHARS)
 
 # Columns of every chunk, in order.
 CHUNK_COLUMNS: tuple[str, ...] = ("row_number", *CANONICAL_FIELDS, "extra")
@@ -270,7 +275,11 @@ class ContactFile(TabularFile):
         # naming its line, not a silent merge of the rest of the file into one field.
         fmt = self.format
         reader = csv.reader(
-            self._text, delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=True
+            bounded_lines(self._text),
+            delimiter=fmt.delimiter,
+            quotechar='"',
+            doublequote=True,
+            strict=True,
         )
         skip = fmt.header_index + 1
         while True:
@@ -290,13 +299,13 @@ class ContactFile(TabularFile):
                 end_line = reader.line_num
                 if len(batch) >= size:
                     break
-        except csv.Error as exc:
+        except (csv.Error, LineTooLongError) as exc:
             done = sum(1 for r in batch[skip:] if any(c.strip() for c in r))
             raise UnreadableFileError(
                 self.file_name,
-                _describe_csv_error(exc),
+                _describe_csv_error(exc) if isinstance(exc, csv.Error) else str(exc),
                 record=self.records_read + done + 1,
-                line=end_line + 1,
+                line=exc.line if isinstance(exc, LineTooLongError) else end_line + 1,
             ) from exc
         return batch
 

@@ -10,7 +10,11 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
-from ingestion_pipeline.reading.errors import UnreadableFileError
+from ingestion_pipeline.reading.errors import (
+    LineTooLongError,
+    UnreadableFileError,
+    bounded_lines,
+)
 from ingestion_pipeline.reading.records import ByteCounter, PrefixedReader, TabularFile
 
 VCARD_EXTENSIONS: tuple[str, ...] = (".vcf", ".vcard")
@@ -112,7 +116,7 @@ class VCardFile(TabularFile):
     def _lines(self) -> Iterator[tuple[int, str]]:
         """Unfolded content lines with the line number each starts on."""
         pending, start = None, 0
-        for number, raw in enumerate(self._text, start=1):
+        for number, raw in enumerate(bounded_lines(self._text), start=1):
             line = raw.rstrip("\r\n").lstrip("\ufeff")
             if line[:1] in (" ", "\t") and pending is not None:
                 pending += line[1:]
@@ -124,6 +128,17 @@ class VCardFile(TabularFile):
             yield start, pending
 
     def _parse(self) -> Iterator[list[str]]:
+        done = 0
+        try:
+            for record in self._cards_read():
+                yield record
+                done += 1
+        except LineTooLongError as exc:
+            raise UnreadableFileError(
+                self.file_name, str(exc), record=done + 1, line=exc.line
+            ) from exc
+
+    def _cards_read(self) -> Iterator[list[str]]:
         card: dict[str, list[str]] | None = None
         started = count = 0
         for number, line in self._lines():
