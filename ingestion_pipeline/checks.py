@@ -39,9 +39,22 @@ EMAIL_CHUNK = 50_000
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def.*")
 
 
+# Every check's function with its asset and whether it blocks, in definition order, so that a
+# batch run evaluates exactly the checks import_job runs (see batch.py).
+CHECK_FUNCTIONS: list[tuple[Any, str, bool, Callable[..., AssetCheckResult]]] = []
+
+
 def job_check(asset: Any, *, blocking: bool) -> Callable[[Callable[..., Any]], Any]:
     """`@asset_check` on one import job partition of `asset`."""
-    return asset_check(asset=asset, blocking=blocking, partitions_def=import_jobs_partitions_def)
+    decorate = asset_check(
+        asset=asset, blocking=blocking, partitions_def=import_jobs_partitions_def
+    )
+
+    def register(fn: Callable[..., AssetCheckResult]) -> Any:
+        CHECK_FUNCTIONS.append((asset, fn.__name__, blocking, fn))
+        return decorate(fn)
+
+    return register
 
 
 def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> dict[str, Any]:

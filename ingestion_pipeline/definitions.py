@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dagster import Definitions, in_process_executor
 
 from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.batch import import_batch_job
 from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
@@ -16,7 +17,7 @@ def build_definitions(resources: Mapping[str, object]) -> Definitions:
     return Definitions(
         assets=IMPORT_ASSETS,
         asset_checks=IMPORT_CHECKS,
-        jobs=[import_job, reprocess_job],
+        jobs=[import_job, reprocess_job, import_batch_job],
         sensors=[upload_sensor, review_sensor, import_failure_sensor],
         resources=resources,
         # Import steps are few and sequential: one process per run, not one per step.

@@ -35,7 +35,7 @@ from ingestion_pipeline.db.review import (
     rows_for_review,
 )
 from ingestion_pipeline.db.staging import copy_chunk, prepare_chunk
-from ingestion_pipeline.db.validation import ValidationResult, validate_job
+from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
 from ingestion_pipeline.reading import FileFormat, open_contact_file
 from ingestion_pipeline.reading.errors import records_from
@@ -458,8 +458,10 @@ def stage_upload(
             processed_rows=result.rows_read,
             layout=layout,
         )
-        # Fresh statistics after a bulk load, so validation plans hash joins, not index loops.
-        conn.execute(sa.text("ANALYZE staging_rows"))
+        if result.rows_written >= ANALYZE_AFTER_ROWS:
+            # Fresh statistics after a bulk load, so validation plans hash joins, not index
+            # loops; a small file's rows change nothing the planner needs to know.
+            conn.execute(sa.text("ANALYZE staging_rows"))
     result.seconds = time.perf_counter() - started
     return result
 

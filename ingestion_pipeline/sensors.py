@@ -1,6 +1,7 @@
 """Sensors: new uploads become import jobs and runs; new decision files start reprocessing."""
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dagster import (
     sensor,
 )
 
+from ingestion_pipeline.batch import BATCH_OP, batch_job_ids, import_batch_job
 from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
 from ingestion_pipeline.importer import mark_failed
@@ -88,7 +90,7 @@ class ListingCursor:
 
 @sensor(
     name="upload_sensor",
-    job=import_job,
+    jobs=[import_job, import_batch_job],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description="Turns each new object under uploads/<tenant>/ into an import job and a run.",
@@ -133,19 +135,50 @@ def upload_sensor(
     if len(candidates) > len(taken):
         context.log.info(f"{len(candidates) - len(taken)} more upload(s) left for the next tick")
     return SensorResult(
-        run_requests=[
-            RunRequest(
-                partition_key=job.job_id,
-                run_key=f"{job.source_key}:{job.source_etag}",
-                tags={TENANT_TAG: job.tenant_id},
-            )
-            for job in jobs.values()
-        ],
+        run_requests=run_requests(list(jobs.values()), load_settings().batch_size),
         dynamic_partitions_requests=[import_jobs_partitions_def.build_add_request(list(jobs))]
         if jobs
         else [],
         cursor=cursor.dump(),
     )
+
+
+def run_requests(jobs: list[NewJob], batch_size: int) -> list[RunRequest]:
+    """One import_job run per job, the run queue keeping one run per tenant at a time; or,
+    when a tick brings more than `batch_size` jobs (a burst), batch runs of `batch_size` jobs
+    that take the tenants in turn, so that no tenant's burst holds back the others."""
+    if len(jobs) <= batch_size:
+        return [
+            RunRequest(
+                job_name=import_job.name,
+                partition_key=job.job_id,
+                run_key=f"{job.source_key}:{job.source_etag}",
+                tags={TENANT_TAG: job.tenant_id},
+            )
+            for job in jobs
+        ]
+    by_tenant: dict[str, list[NewJob]] = {}
+    for job in jobs:
+        by_tenant.setdefault(job.tenant_id, []).append(job)
+    in_turn = [
+        job
+        for round_ in itertools.zip_longest(*by_tenant.values())
+        for job in round_
+        if job is not None
+    ]
+    requests = []
+    for start in range(0, len(in_turn), batch_size):
+        batch = in_turn[start : start + batch_size]
+        tokens = "\n".join(f"{job.source_key}:{job.source_etag}" for job in batch)
+        requests.append(
+            RunRequest(
+                job_name=import_batch_job.name,
+                run_key="batch:" + hashlib.sha256(tokens.encode()).hexdigest()[:32],
+                run_config={"ops": {BATCH_OP: {"config": {"job_ids": [j.job_id for j in batch]}}}},
+                tags={"batch_size": str(len(batch))},
+            )
+        )
+    return requests
 
 
 def new_objects(
@@ -253,9 +286,13 @@ def import_failure_sensor(context: RunFailureSensorContext, database: DatabaseRe
     run = context.dagster_run
     if run.tags.get("dagster/will_retry") == "true":
         return
-    job_id = run.tags.get("dagster/partition")
-    if not job_id:
+    # A batch run that died takes with it the jobs it had not finished; those it did keep
+    # their status (mark_failed touches only PENDING and PROCESSING jobs).
+    job_ids = [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
+    job_ids += batch_job_ids(run.run_config)
+    if not job_ids:
         return
     error = first_step_error(context.get_step_failure_events(), run_check_evaluations(context))
-    if mark_failed(database.get_engine(), job_id, error, only_running=True):
-        context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")
+    for job_id in job_ids:
+        if mark_failed(database.get_engine(), job_id, error, only_running=True):
+            context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_CHUNK_SIZE = 25_000
 DEFAULT_SENSOR_MAX_RUNS = 200
+DEFAULT_BATCH_SIZE = 25
 
 
 def project_root() -> Path:
@@ -29,6 +30,8 @@ class Settings:
     aws_endpoint_url: str | None
     aws_region: str | None
     sensor_max_runs: int
+    # A sensor tick with more new uploads than this sends them in batch runs of this many.
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @property
     def embedded_database(self) -> bool:
@@ -50,6 +53,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         sensor_max_runs=_positive_int(env, "UPLOAD_SENSOR_MAX_RUNS", DEFAULT_SENSOR_MAX_RUNS),
+        batch_size=_positive_int(env, "UPLOAD_BATCH_SIZE", DEFAULT_BATCH_SIZE),
     )
 
 

@@ -29,7 +29,8 @@ def test_asset_graph_is_upload_staging_review_issues_contacts():
 def test_upload_sensor_runs_by_default_and_targets_the_import_job():
     sensor = defs.resolve_sensor_def("upload_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.job_name == "import_job"
+    # One run per upload; a burst in batch runs.
+    assert {target.job_name for target in sensor.targets} == {"import_job", "import_batch_job"}
     assert defs.resolve_job_def("import_job") is not None
 
 

@@ -60,6 +60,11 @@ def one_step_per_job(fn: Callable[..., Any]) -> Callable[..., Any]:
     return step
 
 
+# The compute function of every import asset by name (job lock included), so that a batch run
+# can take many jobs through exactly the steps import_job runs (see batch.py).
+STEP_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
 def import_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
     """`@asset` with what every import asset shares: group, job partitions, retry policy, and
     one step at a time per job."""
@@ -69,7 +74,13 @@ def import_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
         retry_policy=IMPORT_RETRY_POLICY,
         **kwargs,
     )
-    return lambda fn: decorate(one_step_per_job(fn))
+
+    def register(fn: Callable[..., Any]) -> Any:
+        step = one_step_per_job(fn)
+        STEP_FUNCTIONS[kwargs["name"]] = step
+        return decorate(step)
+
+    return register
 
 
 def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, Any], Route]:
