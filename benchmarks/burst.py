@@ -77,9 +77,12 @@ def run_burst(server_url: str, files: int, tenants: int, timeout: float = 3600) 
         done, counts = 0, {}
         while time.perf_counter() - started < timeout:
             with engine.connect() as conn:
-                counts = dict(
-                    conn.execute(sa.text("SELECT status, count(*) FROM import_jobs GROUP BY 1"))
-                )
+                counts = {
+                    status: n
+                    for status, n in conn.execute(
+                        sa.text("SELECT status, count(*) FROM import_jobs GROUP BY 1")
+                    )
+                }
             done = sum(counts.get(status, 0) for status in FINAL)
             if done >= files:
                 break

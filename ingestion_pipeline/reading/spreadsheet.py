@@ -25,6 +25,7 @@ from ingestion_pipeline.reading.records import ByteCounter, TabularFile
 SPREADSHEET_EXTENSIONS: tuple[str, ...] = (".xlsx", ".xlsm", ".xls", ".ods")
 # Workbook readers need a seekable file: the upload is spooled to disk, in memory up to this.
 _SPOOL_MEMORY = 8 * 1024 * 1024
+SHEET_CHUNK_ROWS = 10_000
 
 
 def cell_text(value: Any) -> str:
@@ -104,6 +105,8 @@ class SpreadsheetFile(TabularFile):
         return self._counter.count
 
     def _batches(self, size: int) -> Iterator[list[list[str]]]:
+        # The sheet's cells are in memory already: smaller chunks keep the total bounded.
+        size = min(size, SHEET_CHUNK_ROWS)
         rows = self._sheet.iter_rows()
         width = len(self.format.header)
         while True:
