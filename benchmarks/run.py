@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from burst import run_burst
 from generate import email_for, generate
 
 from ingestion_pipeline.db.engine import embedded_url, get_engine, normalize_url
@@ -181,16 +182,30 @@ def main() -> None:
     parser.add_argument("--existing", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--orm-rows", type=int, default=10_000)
+    parser.add_argument(
+        "--burst-files", type=int, default=1000, help="small uploads through the daemon (0: none)"
+    )
+    parser.add_argument("--burst-tenants", type=int, default=20)
     args = parser.parse_args()
 
     work = load_settings().data_dir / "bench"
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"contacts_{args.rows}.csv"
-    if not path.exists():
+    if args.rows and not path.exists():
         print(f"generating {path} ...", flush=True)
         print("  planted:", generate(path, args.rows), flush=True)
     for label, server_url in servers():
-        bench_server(label, bench_database_url(server_url), path, args)
+        if args.rows:
+            bench_server(label, bench_database_url(server_url), path, args)
+        if args.burst_files:
+            print(f"\n== {label}: a burst of {args.burst_files:,} small files ==", flush=True)
+            burst = run_burst(server_url, args.burst_files, args.burst_tenants)
+            print(
+                f"| burst of {burst['files']:,} uploads of 10-100 rows over {burst['tenants']} "
+                f"tenants, sensor + daemon | {burst['seconds']:.1f} s | "
+                f"{burst['files_per_minute']:.0f} files/min | {burst['statuses']} |",
+                flush=True,
+            )
 
 
 def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> None:
