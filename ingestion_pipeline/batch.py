@@ -8,6 +8,8 @@ check, so the UI shows each job as if it had its own run. A job's failure stays 
 """
 
 import inspect
+import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,13 @@ from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 BATCH_OP = "import_batch"
+# The steps' JSON lines go to the run's captured stderr (the UI's stderr tab for the step),
+# not one stored event each: events are what a batch is made to save.
+STEP_LOG = logging.getLogger("ingestion_pipeline.batch")
+STEP_LOG.setLevel(logging.INFO)
+STEP_LOG.propagate = False
+if not STEP_LOG.handlers:
+    STEP_LOG.addHandler(logging.StreamHandler(sys.stderr))
 
 
 class JobStepContext:
@@ -41,7 +50,7 @@ class JobStepContext:
         self._op_context = op_context
         self.partition_key = job_id
         self.asset_key = asset_key
-        self.log = op_context.log
+        self.log = STEP_LOG
 
     def log_event(self, event: AssetObservation) -> None:
         self._op_context.log_event(event)

@@ -18,12 +18,19 @@ class DatabaseResource(ConfigurableResource):
     url: str | None = None
     data_dir: str = ".data"
 
+    _embedded: str | None = PrivateAttr(default=None)
+
     def get_engine(self) -> Engine:
         if self.url:
             return get_engine(self.url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            return get_engine(embedded_url(Path(self.data_dir)))
+        # Asking pgserver for the embedded server costs ~10 ms; it is asked again only when the
+        # server was stopped since (its pid file is gone), so that it is started once more.
+        running = (Path(self.data_dir) / "pgdata" / "postmaster.pid").exists()
+        if self._embedded is None or not running:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                self._embedded = embedded_url(Path(self.data_dir))
+        return get_engine(self._embedded)
 
 
 class LandingZoneResource(ConfigurableResource):
