@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_CHUNK_SIZE = 25_000
 DEFAULT_SENSOR_MAX_RUNS = 200
-DEFAULT_BATCH_SIZE = 25
+DEFAULT_BATCH_SIZE = 50
 
 
 def project_root() -> Path:

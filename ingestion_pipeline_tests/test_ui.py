@@ -23,7 +23,7 @@ from dagster import instance_for_test
 from sqlalchemy.engine import Engine, make_url
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
-from ingestion_pipeline.db.engine import get_engine
+from ingestion_pipeline.db.engine import get_engine, normalize_url
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import LocalLandingZone
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
@@ -371,3 +371,34 @@ def test_asset_graph_checks_and_issue_preview_in_the_browser(dagster_dev, backfi
         '"broken" is not a valid email address',
     )
     save_screenshot(browser, "import-issues-materialization.png")
+
+
+def test_a_burst_through_the_daemon_lands_in_batch_runs_and_a_bad_file_fails_alone(
+    dagster_dev, backfilled, database_url
+):
+    # More uploads in one tick than UPLOAD_BATCH_SIZE (50): the daemon's upload_sensor sends
+    # them in batch runs, which the run queue launches like any run.
+    for n in range(60):
+        content = csv_text(*(f"b{n}-{r}@burst.io,F{r},L{r},Co" for r in range(10 + n)))
+        if n == 13:
+            content = csv_text(f'b{n}@burst.io,"Open,quote,Co', "x@burst.io,A,B,C")
+        folder = dagster_dev.landing / "uploads" / f"burst{n % 8}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{n:02d}.csv").write_bytes(content)
+    engine = get_engine(database_url)
+    deadline = time.monotonic() + 420
+    final = ("COMPLETED", "FAILED", "NEEDS_REVIEW", "NEEDS_MAPPING")
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        statuses = dict(
+            rows(engine, "SELECT file_name, status FROM import_jobs WHERE tenant_id LIKE 'burst%'")
+        )
+        if len(statuses) == 60 and all(s in final for s in statuses.values()):
+            break
+        time.sleep(2)
+    assert {name: s for name, s in statuses.items() if s != "COMPLETED"} == {"f13.csv": "FAILED"}
+    assert len(statuses) == 60
+    storage = sa.create_engine(normalize_url(dagster_dev.env["DAGSTER_POSTGRES_URL"]))
+    batch_runs = rows(storage, "SELECT status FROM runs WHERE pipeline_name = 'import_batch_job'")
+    storage.dispose()
+    assert batch_runs and {status for (status,) in batch_runs} == {"SUCCESS"}
