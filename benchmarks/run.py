@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from burst import run_burst
+from burst import fresh_database, run_burst
 from generate import email_for, generate
 
 from ingestion_pipeline.db.engine import embedded_url, get_engine, normalize_url
@@ -69,13 +69,7 @@ def servers() -> list[tuple[str, str]]:
 
 def bench_database_url(server_url: str) -> str:
     """A fresh benchmark database on the server of `server_url`."""
-    server = make_url(server_url).set(database="postgres")
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    admin.dispose()
-    return server.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+    return fresh_database(server_url, BENCH_DATABASE)
 
 
 def copy_from(engine: Engine, sql: str, stream) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,22 @@ def cli_env(database_url: str, landing: Path, home: Path, **extra: str) -> dict[
         "DAGSTER_HOME": str(home),
         **extra,
     }
+
+
+PEAK_RSS = Path(__file__).resolve().parent.parent / "benchmarks" / "peak_rss.py"
+
+
+def import_with_peak_rss(
+    path: Path, database_url: str, work: Path, tenant: str = "acme"
+) -> tuple[int, str, str, float]:
+    """`ingestion-pipeline import PATH --json` as a process: exit code, stdout, stderr and its
+    peak RSS in MiB."""
+    env = cli_env(database_url, work / "landing", work / "home")
+    proc = subprocess.run(
+        [sys.executable, str(PEAK_RSS), *cli_import_command(path, tenant)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    peak = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib=")) / 1024
+    return proc.returncode, proc.stdout, proc.stderr, peak

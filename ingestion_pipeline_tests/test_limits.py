@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ingestion_pipeline_tests.helpers import cli_env, cli_import_command, rows
+from ingestion_pipeline_tests.helpers import import_with_peak_rss, rows
 
-PEAK_RSS = Path(__file__).resolve().parent.parent / "benchmarks" / "peak_rss.py"
 HEADER = b"email,first_name,last_name,company\n"
 MIB = 1024 * 1024
 
@@ -25,19 +22,6 @@ def write_gzip(path: Path, head: bytes, unit: bytes, total: int) -> None:
         block = unit * (MIB // len(unit))
         for _ in range(total // len(block)):
             out.write(block)
-
-
-def import_measured(path: Path, database_url: str, tmp_path: Path) -> tuple[int, str, float]:
-    """Run the CLI import as a process; its exit code, stderr and peak RSS in MiB."""
-    env = cli_env(database_url, tmp_path / "landing", tmp_path / "home")
-    proc = subprocess.run(
-        [sys.executable, str(PEAK_RSS), *cli_import_command(path, "acme")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    peak = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib=")) / 1024
-    return proc.returncode, proc.stderr, peak
 
 
 @pytest.mark.parametrize(
@@ -56,7 +40,7 @@ def test_a_gzip_bomb_is_rejected_while_read_within_the_memory_bound(
     path = tmp_path / "bomb.csv.gz"
     write_gzip(path, HEADER, unit, 512 * MIB)
     assert path.stat().st_size < 2 * MIB
-    code, err, peak = import_measured(path, database_url, tmp_path)
+    code, _, err, peak = import_with_peak_rss(path, database_url, tmp_path)
     assert code == 2, err[-2000:]
     assert "bomb.csv.gz: import rejected: bomb.csv.gz" in err and expected in err, err[-2000:]
     assert peak <= 400, f"peak RSS {peak:.0f} MiB"
@@ -70,7 +54,7 @@ def test_an_oversized_ndjson_line_is_rejected_naming_its_record(tmp_path, databa
         out.write(json.dumps({"email": "a@acme.io", "first_name": "A", "last_name": "B",
                               "company": "C"}).encode() + b"\n")  # fmt: skip
         out.write(b'{"email": "b@acme.io", "note": "' + b"x" * (40 * MIB) + b'"}\n')
-    code, err, peak = import_measured(path, database_url, tmp_path)
+    code, _, err, peak = import_with_peak_rss(path, database_url, tmp_path)
     assert code == 2, err[-2000:]
     assert "big.ndjson, record 2 (line 2): a line longer than 32 MiB starts here" in err
     assert peak <= 400, f"peak RSS {peak:.0f} MiB"

@@ -6,18 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import openpyxl
 import pandas as pd
 import xlwt
 
 from ingestion_pipeline.reading import open_contact_file
-from ingestion_pipeline_tests.helpers import cli_env, cli_import_command, import_bytes, rows
+from ingestion_pipeline_tests.helpers import import_bytes, import_with_peak_rss, rows
 
-PEAK_RSS = Path(__file__).resolve().parent.parent / "benchmarks" / "peak_rss.py"
 HEADER = ["Email", "First Name", "Last Name", "Company", "Phone", "Zip", "Birthday", "Score"]
 
 
@@ -98,17 +94,10 @@ def test_100k_row_workbook_imports_within_the_memory_bound(tmp_path, database_ur
         sheet.append([f"user{i}@acme.io", f"F{i}", f"L{i}", "Acme", f"+4930{i:07d}",
                       f"{i % 99999:05d}", dt.date(2000, 1, 1 + i % 28), i])  # fmt: skip
     book.save(path)
-    env = cli_env(database_url, tmp_path / "landing", tmp_path / "home")
-    proc = subprocess.run(
-        [sys.executable, str(PEAK_RSS), *cli_import_command(path, "acme")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout)
+    code, out, err, peak_mib = import_with_peak_rss(path, database_url, tmp_path)
+    assert code == 0, err[-2000:]
+    summary = json.loads(out)
     assert (summary["status"], summary["contacts_created"]) == ("COMPLETED", 100_000)
-    peak_mib = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib=")) / 1024
     assert peak_mib <= 400, f"peak RSS {peak_mib:.0f} MiB"
     assert rows(engine, "SELECT extra->>'Zip' FROM contacts WHERE source_row = 8") == [("00007",)]
 

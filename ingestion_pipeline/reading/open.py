@@ -21,24 +21,17 @@ DECOMPRESSED_FREE = 64 * 1024**2
 MAX_RATIO = 100
 
 
-class DecompressionLimit(io.RawIOBase):
+class DecompressionLimit(ByteCounter):
     """A decompressed stream that stops with an UnreadableFileError past the size or ratio
     limits, while it is being read (nothing past the limit is ever held)."""
 
     def __init__(self, inner: BinaryIO, compressed: ByteCounter, file_name: str) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._compressed = compressed
         self._file_name = file_name
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
+        n = super().readinto(buffer)
         ratio = self.count / max(1, self._compressed.count)
         if self.count > MAX_DECOMPRESSED or (self.count > DECOMPRESSED_FREE and ratio > MAX_RATIO):
             raise UnreadableFileError(
