@@ -27,7 +27,7 @@ from dagster import (
     op,
 )
 
-from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.assets.common import STEP_FUNCTIONS
 from ingestion_pipeline.checks import CHECK_FUNCTIONS
 from ingestion_pipeline.importer import mark_failed
@@ -70,7 +70,7 @@ def _results(produced: Any) -> list[MaterializeResult]:
 def import_one(op_context: OpExecutionContext, resources: dict[str, Any], job_id: str) -> str:
     """Take one job through the import steps and their checks; returns how it ended."""
     engine = resources["database"].get_engine()
-    for assets_def in IMPORT_ASSETS:
+    for assets_def in import_assets():
         key = assets_def.key
         name = key.to_user_string()
         context = JobStepContext(op_context, job_id, key)

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 from dagster import Definitions, in_process_executor
 
-from ingestion_pipeline.assets import IMPORT_ASSETS
+from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.batch import import_batch_job
 from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.jobs import import_job, reprocess_job
@@ -15,7 +15,7 @@ from ingestion_pipeline.sensors import import_failure_sensor, review_sensor, upl
 def build_definitions(resources: Mapping[str, object]) -> Definitions:
     """Everything on the given resources (the CLI and the tests bring their own)."""
     return Definitions(
-        assets=IMPORT_ASSETS,
+        assets=import_assets(),
         asset_checks=IMPORT_CHECKS,
         jobs=[import_job, reprocess_job, import_batch_job],
         sensors=[upload_sensor, review_sensor, import_failure_sensor],

@@ -32,6 +32,11 @@ class Settings:
     sensor_max_runs: int
     # A sensor tick with more new uploads than this sends them in batch runs of this many.
     batch_size: int = DEFAULT_BATCH_SIZE
+    # Where the lake's data files go (a folder or s3://bucket/prefix); empty: no lake.
+    lake_warehouse: str | None = None
+    # The Iceberg catalog: an http(s) REST catalog, or a SQLAlchemy PostgreSQL URL; empty: the
+    # project's own database.
+    lake_catalog_uri: str | None = None
 
     @property
     def embedded_database(self) -> bool:
@@ -54,6 +59,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         sensor_max_runs=_positive_int(env, "UPLOAD_SENSOR_MAX_RUNS", DEFAULT_SENSOR_MAX_RUNS),
         batch_size=_positive_int(env, "UPLOAD_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+        lake_warehouse=env.get("LAKE_WAREHOUSE") or None,
+        lake_catalog_uri=env.get("LAKE_CATALOG_URI") or None,
     )
 
 

@@ -10,10 +10,20 @@ IMPORT_ASSETS = [raw_upload, staging_rows, reviewed_staging, import_issues, cont
 # What reprocessing a job after review re-materializes: no file is read.
 REPROCESS_ASSETS = [reviewed_staging, import_issues, contacts]
 
+
+def import_assets() -> list:
+    """The import's assets, with the lake's when a lake is configured (LAKE_WAREHOUSE)."""
+    from ingestion_pipeline.assets.lake import contacts_lake
+    from ingestion_pipeline.settings import load_settings
+
+    return [*IMPORT_ASSETS, contacts_lake] if load_settings().lake_warehouse else IMPORT_ASSETS
+
+
 __all__ = [
     "IMPORT_ASSETS",
     "REPROCESS_ASSETS",
     "contacts",
+    "import_assets",
     "import_issues",
     "raw_upload",
     "reviewed_staging",

@@ -1,0 +1,139 @@
+"""The lake: completed imports in an Iceberg table, once per job, read by pyiceberg and by
+DuckDB; the PostgreSQL load untouched when the lake fails or is off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import duckdb_extension_avro
+import duckdb_extension_iceberg
+import pytest
+from dagster import AssetKey
+from pyiceberg.table import Transaction
+
+from ingestion_pipeline.lake import CONTACTS_TABLE, append_job, catalog, contacts_table
+from ingestion_pipeline_tests.helpers import (
+    csv_text,
+    definitions,
+    import_bytes,
+    job,
+    rows,
+    run_job,
+)
+
+ACME = csv_text("ann@acme.io,Ann,Lee,Acme", "bob@acme.io,Bob,Ray,Acme")
+BETA = csv_text("cy@beta.io,Cy,Day,Beta")
+
+
+@pytest.fixture
+def lake(monkeypatch, tmp_path, database_url):
+    """A lake on a warehouse folder, its catalog in the test database."""
+    warehouse = tmp_path / "warehouse"
+    monkeypatch.setenv("LAKE_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "1")  # one Arrow batch per row: many appends
+    lake_catalog = catalog(None, database_url, str(warehouse))
+    if lake_catalog.table_exists(CONTACTS_TABLE):
+        lake_catalog.purge_table(CONTACTS_TABLE)
+    return lake_catalog
+
+
+def duckdb_rows(metadata_location: str, query: str) -> list[tuple]:
+    """`query` over the table read by DuckDB's Iceberg reader (the extension wheels' files)."""
+    connection = duckdb.connect(
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    for module in (duckdb_extension_avro, duckdb_extension_iceberg):
+        path = next(Path(module.__file__).parent.glob("extensions/*/*.duckdb_extension"))
+        connection.execute(f"LOAD '{path}'")
+    return connection.execute(
+        query.replace("CONTACTS", f"iceberg_scan('{metadata_location}')")
+    ).fetchall()
+
+
+def test_completed_imports_land_once_readable_by_pyiceberg_and_duckdb(
+    engine, instance, resources, local_zone, lake
+):
+    for tenant, content in (("acme", ACME), ("beta", BETA)):
+        result, row = import_bytes(
+            engine, instance, resources, local_zone, tenant, "c.csv", content
+        )
+        assert result.success and row["status"] == "COMPLETED"
+        [event] = [
+            e for e in result.get_asset_materialization_events()
+            if e.asset_key == AssetKey("contacts_lake")
+        ]  # fmt: skip
+        assert event.materialization.metadata["rows_appended"].value == row["contacts_created"]
+    table = lake.load_table(CONTACTS_TABLE)
+    data = table.scan().to_arrow()
+    assert sorted(data["email"].to_pylist()) == ["ann@acme.io", "bob@acme.io", "cy@beta.io"]
+    assert str(data.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
+    assert data.schema.field("email").nullable is False
+    assert [f.name for f in table.spec().fields] == ["tenant_id"]
+    assert sorted(rows(engine, "SELECT job_id, email FROM contacts")) == sorted(
+        zip(data["job_id"].to_pylist(), data["email"].to_pylist(), strict=True)
+    )
+    assert duckdb_rows(
+        table.metadata_location,
+        "SELECT tenant_id, count(*), min(source_row) FROM CONTACTS GROUP BY 1 ORDER BY 1",
+    ) == [("acme", 2, 1), ("beta", 1, 1)]
+
+
+def test_a_rerun_or_backfill_of_the_lake_asset_adds_nothing(
+    engine, instance, resources, local_zone, lake
+):
+    _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", ACME)
+    for _ in range(2):  # the whole job again, then the lake asset alone
+        assert run_job(instance, resources, row["job_id"], "acme").success
+    lake_only = (
+        definitions(resources)
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={AssetKey("contacts_lake")})
+    )
+    again = lake_only.execute_in_process(partition_key=row["job_id"], instance=instance)
+    [event] = again.get_asset_materialization_events()
+    assert event.materialization.metadata["already_in_lake"].value is True
+    assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 2
+
+
+def test_a_crash_between_data_files_and_commit_leaves_the_job_once_after_a_rerun(
+    engine, instance, resources, local_zone, lake, monkeypatch, tmp_path
+):
+    monkeypatch.delenv("LAKE_WAREHOUSE")  # the import without a lake; the lake by hand below
+    _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", ACME)
+    table = contacts_table(lake)
+    real_commit = Transaction.commit_transaction
+
+    def crash(self):
+        raise OSError("killed after the data files were written")
+
+    monkeypatch.setattr(Transaction, "commit_transaction", crash)
+    with pytest.raises(OSError):
+        append_job(engine, table, row["job_id"], chunk_size=1)
+    written = list((tmp_path / "warehouse").rglob("*.parquet"))
+    assert written  # data files exist, committed nowhere
+    assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 0
+
+    monkeypatch.setattr(Transaction, "commit_transaction", real_commit)
+    result = append_job(engine, lake.load_table(CONTACTS_TABLE), row["job_id"], chunk_size=1)
+    assert (result.rows, result.already) == (2, False)
+    assert append_job(engine, lake.load_table(CONTACTS_TABLE), row["job_id"], 1).already
+    assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 2
+
+
+def test_a_failing_lake_leaves_the_job_completed_and_its_contacts_loaded(
+    engine, instance, resources, local_zone, lake, monkeypatch
+):
+    monkeypatch.setenv("LAKE_CATALOG_URI", "http://127.0.0.1:9/catalog")  # nothing listens
+    result, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", ACME)
+    assert not result.success
+    failed = {e.step_key for e in result.get_step_failure_events()}
+    assert failed == {"contacts_lake"}
+    assert (row["status"], row["contacts_created"], row["error"]) == ("COMPLETED", 2, None)
+    assert job(engine, row["job_id"])["status"] == "COMPLETED"
+
+
+def test_without_a_lake_the_asset_is_not_in_the_graph(resources, monkeypatch):
+    monkeypatch.delenv("LAKE_WAREHOUSE", raising=False)
+    keys = {key.to_user_string() for key in definitions(resources).resolve_all_asset_keys()}
+    assert "contacts_lake" not in keys and "contacts" in keys
