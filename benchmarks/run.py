@@ -125,6 +125,22 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
     return seconds, peak_kib / 1024, json.loads(proc.stdout)
 
 
+def run_lake_append(url: str, job_id: str) -> tuple[float, float, int]:
+    """Append the COMPLETED job's contacts to a fresh lake; seconds, peak RSS MiB, rows."""
+    launcher = [sys.executable, str(Path(__file__).with_name("peak_rss.py"))]
+    script = str(Path(__file__).with_name("lake_append.py"))
+    proc = subprocess.run(
+        [*launcher, sys.executable, "-W", "ignore", script, url, job_id],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"lake append failed: {proc.stderr[-2000:]}")
+    rows, seconds = proc.stdout.split()
+    peak_kib = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib="))
+    return float(seconds), peak_kib / 1024, int(rows)
+
+
 def reset_job(engine: Engine, job_id: str | None) -> None:
     if job_id is None:
         return
@@ -261,6 +277,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             f"{results['reprocess'][-1]:.2f}s ({after['contacts_created']} contacts)",
             flush=True,
         )
+    lake_seconds, lake_peak, _ = run_lake_append(url, job_id)
     orm_rate = orm_rows_per_second(engine, path, args.orm_rows)
 
     copy_s = statistics.median(results["copy"])
@@ -277,6 +294,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             statistics.median(results["reprocess"]),
             max(rss["reprocess"]),
         ),
+        ("(e) lake: append the loaded contacts to Iceberg (after c)", lake_seconds, lake_peak),
         (
             f"(d) ORM insert + commit per row ({args.orm_rows:,} rows, extrapolated)",
             rows / orm_rate,
