@@ -179,7 +179,7 @@ def _batches(
             # several copies of an appended table while it writes it (larger blocks: faster,
             # but past 400 MiB at 1M rows; see README, Benchmarks).
             read_options=pacsv.ReadOptions(
-                column_names=names, block_size=max(1 << 20, chunk_size * 128), use_threads=False
+                column_names=names, block_size=max(1 << 20, chunk_size * 64), use_threads=False
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=as_read, strings_can_be_null=True, quoted_strings_can_be_null=False
