@@ -137,3 +137,17 @@ def test_without_a_lake_the_asset_is_not_in_the_graph(resources, monkeypatch):
     monkeypatch.delenv("LAKE_WAREHOUSE", raising=False)
     keys = {key.to_user_string() for key in definitions(resources).resolve_all_asset_keys()}
     assert "contacts_lake" not in keys and "contacts" in keys
+
+
+def test_a_field_the_dataset_gains_is_a_schema_evolution_not_a_new_table(lake):
+    from ingestion_pipeline.db.tables import contacts
+    from ingestion_pipeline.lake import arrow_schema
+
+    older = arrow_schema(contacts)
+    older = older.remove(older.get_field_index("extra"))
+    lake.create_namespace_if_not_exists("ingestion")
+    created = lake.create_table(CONTACTS_TABLE, schema=older)
+    evolved = contacts_table(lake)
+    assert evolved.metadata.table_uuid == created.metadata.table_uuid
+    assert "extra" in {field.name for field in evolved.schema().fields}
+    assert "extra" not in {field.name for field in created.schema().fields}
