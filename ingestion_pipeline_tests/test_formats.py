@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ingestion_pipeline.reading import UnreadableFileError, jsonl, open_contact_file
-from ingestion_pipeline.reading.detect import canonical_field
+from ingestion_pipeline.reading.mapping import canonical_field
 from ingestion_pipeline_tests.helpers import rows
 
 PEOPLE = [

@@ -8,9 +8,8 @@ import io
 import re
 from dataclasses import dataclass
 
-from ingestion_pipeline.constants import HEADER_ALIASES
 from ingestion_pipeline.reading.errors import UnreadableFileError
-from ingestion_pipeline.reading.mapping import header_key, header_score
+from ingestion_pipeline.reading.mapping import header_score
 
 # How much of the file is looked at to decide encoding and delimiter.
 SAMPLE_BYTES = 256 * 1024
@@ -24,9 +23,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_ALIAS_TO_FIELD: dict[str, str] = {
-    alias: name for name, aliases in HEADER_ALIASES.items() for alias in aliases
-}
 # Control characters that never appear in text exports (tab, CR, LF and form feed do).
 _BINARY_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
@@ -52,11 +48,6 @@ class FileFormat:
     def delimiter_name(self) -> str:
         names = {";": "semicolon", ",": "comma", "\t": "tab", "|": "pipe", "json": "json array"}
         return names.get(self.delimiter, self.delimiter)
-
-
-def canonical_field(name: str) -> str | None:
-    """The canonical field a header name stands for by the alias table, if any."""
-    return _ALIAS_TO_FIELD.get(header_key(name))
 
 
 def detect_encoding(sample: bytes, file_name: str) -> str:

@@ -180,6 +180,13 @@ PROFILES: tuple[Profile, ...] = (
 _ALIASES: dict[str, str] = {
     header_key(alias): name for name, aliases in HEADER_ALIASES.items() for alias in aliases
 }
+
+
+def canonical_field(name: str) -> str | None:
+    """The field a header name stands for by the alias table, if any."""
+    return _ALIASES.get(header_key(name))
+
+
 # Words in a header that say what a column holds when no alias matches exactly, and words
 # that say it holds something else about that field (an email's type, a name's phonetic form).
 _NAME_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
