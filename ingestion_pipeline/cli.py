@@ -252,12 +252,12 @@ def _finish(summary: dict[str, Any], as_json: bool) -> int:
         _print_summary(summary, as_json)
         return EXIT_REJECTED
     _print_summary(summary, as_json)
-    waiting = (
+    settled = (
         JobStatus.COMPLETED.value,
         JobStatus.NEEDS_REVIEW.value,
         JobStatus.NEEDS_MAPPING.value,
     )
-    if summary["status"] in waiting:
+    if summary["status"] in settled:
         if summary["error"]:
             print(f"{summary['job_id']}: {summary['error']}", file=sys.stderr)
             return EXIT_ERROR

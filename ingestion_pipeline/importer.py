@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.consolidation import (
@@ -264,17 +264,24 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) ->
             decision = MappingDecision(
                 fmt, suggestion, "automatic", needs_person=bool(suggestion.unmapped)
             )
-    if decision.source in ("person", "mapping file"):
+    if decision.source == "mapping file":  # `map` remembered its mapping when it was given
         with engine.begin() as conn:
-            remember_mapping(
-                conn,
-                job["tenant_id"],
-                signature,
-                list(fmt.header),
-                decision.mapping.to_json(),
-                job["job_id"],
-            )
+            _remember(conn, job, fmt, decision.mapping)
     return decision
+
+
+def _remember(
+    conn: Connection, job: dict[str, Any], fmt: FileFormat, mapping: ColumnMapping
+) -> None:
+    """Keep a person's mapping for the tenant's next file with this header."""
+    remember_mapping(
+        conn,
+        job["tenant_id"],
+        header_signature(fmt.header),
+        list(fmt.header),
+        mapping.to_json(),
+        job["job_id"],
+    )
 
 
 def _mapping_file(
@@ -303,7 +310,6 @@ def confirm_mapping(
     with landing.open(job["source_key"], job["source_etag"]) as stream:
         source = open_contact_file(stream, job["file_name"])
     mapping = person_mapping(source.format.header, assignments, source.suggestion)
-    signature = header_signature(source.format.header)
     with engine.begin() as conn:
         update_job(
             conn,
@@ -312,14 +318,7 @@ def confirm_mapping(
             layout=layout_json(source.format),
             error=None,
         )
-        remember_mapping(
-            conn,
-            job["tenant_id"],
-            signature,
-            list(source.format.header),
-            mapping.to_json(),
-            job["job_id"],
-        )
+        _remember(conn, job, source.format, mapping)
     return mapping
 
 
