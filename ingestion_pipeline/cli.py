@@ -487,6 +487,87 @@ def _cmd_dagster_storage_url(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "ingestion_pipeline.service.app:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning" if not args.verbose else "info",
+        proxy_headers=False,
+    )
+    return EXIT_OK
+
+
+def _cmd_api_key(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.db.service import create_api_key, list_api_keys, revoke_api_key
+
+    with _engine().begin() as conn:
+        if args.action == "create":
+            if not args.tenant:
+                raise UsageError("api-key create needs --tenant")
+            key_id, key = create_api_key(conn, args.tenant, args.name or "")
+            print(key)
+            print(
+                f"key {key_id} for tenant {args.tenant}: shown once, stored hashed",
+                file=sys.stderr,
+            )
+        elif args.action == "revoke":
+            if not args.key_id:
+                raise UsageError("api-key revoke needs KEY_ID (see `api-key list`)")
+            if revoke_api_key(conn, args.key_id) is None:
+                raise UsageError(f"no active key {args.key_id!r}")
+            print(f"key {args.key_id} revoked")
+        else:
+            for key in list_api_keys(conn, args.tenant):
+                state = f"revoked {key['revoked_at']:%Y-%m-%d}" if key["revoked_at"] else "active"
+                print(f"{key['key_id']}  {key['tenant_id']:<16} {state:<18} {key['name']}")
+    return EXIT_OK
+
+
+def _cmd_tenant(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.db.service import set_import_limit, set_webhook, tenant_config
+
+    with _engine().begin() as conn:
+        if args.no_limit:
+            set_import_limit(conn, args.tenant, None, None)
+        elif args.import_limit is not None:
+            set_import_limit(conn, args.tenant, args.import_limit, args.window)
+        if args.no_webhook:
+            set_webhook(conn, args.tenant, None)
+        elif args.webhook:
+            if not args.webhook.startswith(("http://", "https://")):
+                raise UsageError(f"--webhook must be an http(s) URL, got {args.webhook!r}")
+            set_webhook(conn, args.tenant, args.webhook)
+        config = tenant_config(conn, args.tenant)
+    limit = config.get("import_limit")
+    print(f"tenant {args.tenant}")
+    print(
+        f"  import limit: {limit} per {config['window_seconds']} s"
+        if limit is not None
+        else "  import limit: none"
+    )
+    print(f"  webhook: {config.get('webhook_url') or 'none'}")
+    if config.get("webhook_url") and (args.webhook or args.show_secret):
+        print(f"  webhook secret: {config['webhook_secret']}")
+    return EXIT_OK
+
+
+def _cmd_review_link(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.db.service import service_secret
+    from ingestion_pipeline.service.pages import review_link_token
+
+    job = _open_job(args.job, args.tenant)
+    with _engine().begin() as conn:
+        secret = service_secret(conn, "session")
+    token = review_link_token(secret, job["tenant_id"], job["job_id"], args.hours)
+    print(f"{args.base_url.rstrip('/')}/review/{job['job_id']}?token={token}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ingestion-pipeline",
@@ -570,6 +651,33 @@ def build_parser() -> argparse.ArgumentParser:
         "print the database URL for Dagster's storage (DAGSTER_POSTGRES_URL)",
         _cmd_dagster_storage_url,
     )
+
+    p = command("serve", "start the HTTP API and review page (uvicorn)", _cmd_serve)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+    p = command("api-key", "create, list or revoke a tenant's API keys", _cmd_api_key)
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("key_id", metavar="KEY_ID", nargs="?", help="the key to revoke")
+    p.add_argument("--tenant", type=_tenant, help="the tenant (create: required)")
+    p.add_argument("--name", help="a label for the key (create)")
+
+    p = command("tenant", "show or set a tenant's import limit and webhook", _cmd_tenant)
+    p.add_argument("tenant", metavar="TENANT", type=_tenant)
+    p.add_argument("--import-limit", type=int, metavar="N", help="at most N imports per window")
+    p.add_argument("--window", type=int, default=3600, metavar="SECONDS", help="(default 3600)")
+    p.add_argument("--no-limit", action="store_true", help="lift the import limit")
+    p.add_argument("--webhook", metavar="URL", help="send job events here, signed")
+    p.add_argument("--no-webhook", action="store_true", help="stop sending job events")
+    p.add_argument("--show-secret", action="store_true", help="print the webhook secret")
+
+    p = command(
+        "review-link", "print a signed link to a job's review page", _cmd_review_link, job=True
+    )
+    p.add_argument("--hours", type=float, default=24, help="valid for (default 24)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="where `serve` listens")
 
     p = command("retry", "run a failed or interrupted import again (resumes)", _cmd_retry, job=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")

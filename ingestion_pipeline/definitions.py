@@ -9,7 +9,12 @@ from ingestion_pipeline.batch import import_batch_job
 from ingestion_pipeline.checks import IMPORT_CHECKS
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.resources import build_resources
-from ingestion_pipeline.sensors import import_failure_sensor, review_sensor, upload_sensor
+from ingestion_pipeline.sensors import (
+    import_failure_sensor,
+    request_sensor,
+    review_sensor,
+    upload_sensor,
+)
 
 
 def build_definitions(resources: Mapping[str, object]) -> Definitions:
@@ -18,7 +23,7 @@ def build_definitions(resources: Mapping[str, object]) -> Definitions:
         assets=import_assets(),
         asset_checks=IMPORT_CHECKS,
         jobs=[import_job, reprocess_job, import_batch_job],
-        sensors=[upload_sensor, review_sensor, import_failure_sensor],
+        sensors=[upload_sensor, review_sensor, request_sensor, import_failure_sensor],
         resources=resources,
         # Import steps are few and sequential: one process per run, not one per step.
         executor=in_process_executor,

@@ -51,6 +51,18 @@ class LandingZone(Protocol):
 
     def describe(self, key: str) -> str: ...
 
+    def delete(self, key: str) -> None: ...
+
+    def start_upload(self, key: str) -> str: ...
+
+    def put_part(self, key: str, upload_id: str, number: int, data: BinaryIO) -> str: ...
+
+    def complete_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo: ...
+
+    def abort_upload(self, key: str, upload_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class UploadKey:
@@ -178,6 +190,53 @@ class LocalLandingZone:
     def describe(self, key: str) -> str:
         return str(self.root / key)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    # Resumable uploads: parts wait in a hidden folder outside uploads/ until the last one is
+    # in, then become the object in one rename, so the sensor never sees half a file.
+    def _parts(self, upload_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", upload_id):
+            raise InvalidKeyError(f"{upload_id!r} is not an upload id")
+        return self.root / ".uploads" / upload_id
+
+    def start_upload(self, key: str) -> str:
+        self._path(key)
+        upload_id = hashlib.sha1(os.urandom(16)).hexdigest()
+        self._parts(upload_id).mkdir(parents=True)
+        return upload_id
+
+    def put_part(self, key: str, upload_id: str, number: int, data: BinaryIO) -> str:
+        folder = self._parts(upload_id)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no upload {upload_id}")
+        tmp = folder / f".{number}.part"
+        digest = hashlib.md5()
+        with tmp.open("wb") as out:
+            for block in iter(lambda: data.read(1024 * 1024), b""):
+                digest.update(block)
+                out.write(block)
+        tmp.replace(folder / str(number))
+        return digest.hexdigest()
+
+    def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        folder = self._parts(upload_id)
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        with tmp.open("wb") as out:
+            for number, _ in sorted(parts):
+                with (folder / str(number)).open("rb") as part:
+                    shutil.copyfileobj(part, out, 1024 * 1024)
+        tmp.replace(path)
+        shutil.rmtree(folder, ignore_errors=True)
+        info = self.stat(key)
+        assert info is not None
+        return info
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        shutil.rmtree(self._parts(upload_id), ignore_errors=True)
+
 
 class S3LandingZone:
     """A bucket (and optional prefix) through boto3; works with any S3 API via endpoint_url."""
@@ -243,6 +302,44 @@ class S3LandingZone:
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    # Resumable uploads are S3 multipart uploads: the object appears only when completed, and
+    # its ETag is then not the MD5 of its bytes (the service hashes the bytes itself).
+    def start_upload(self, key: str) -> str:
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=self._full(key))[
+            "UploadId"
+        ]
+
+    def put_part(self, key: str, upload_id: str, number: int, data: BinaryIO) -> str:
+        answer = self.client.upload_part(
+            Bucket=self.bucket,
+            Key=self._full(key),
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        return answer["ETag"].strip('"')
+
+    def complete_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self._full(key),
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in sorted(parts)]
+            },
+        )
+        info = self.stat(key)
+        assert info is not None
+        return info
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(
+            Bucket=self.bucket, Key=self._full(key), UploadId=upload_id
+        )
 
 
 def _md5_of(stream: BinaryIO) -> str:

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import sqlalchemy as sa
 from dagster import (
     AssetCheckEvaluation,
     BetaWarning,
@@ -26,7 +25,8 @@ from dagster import (
 
 from ingestion_pipeline.batch import BATCH_OP, batch_job_ids, import_batch_job
 from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
-from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs, unstarted_jobs
+from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.jobs import import_job, reprocess_job
 from ingestion_pipeline.landing import (
@@ -109,7 +109,11 @@ def upload_sensor(
     """List uploads/, register new object versions as jobs and request one run for each."""
     cursor = ListingCursor.parse(context.cursor)
     candidates, taken = new_objects(landing_zone.get_zone(), UPLOADS_PREFIX, cursor)
-    if not taken:
+    engine = database.get_engine()
+    # Jobs held back by their tenant's import limit are offered again on every tick.
+    with engine.connect() as conn:
+        held = waiting_jobs(conn, load_settings().sensor_max_runs)
+    if not taken and not held:
         return SkipReason("no new uploads")
 
     jobs: dict[str, NewJob] = {}
@@ -125,25 +129,29 @@ def upload_sensor(
         job_id = job_id_for(parsed.tenant_id, obj.key, obj.etag)
         jobs[job_id] = NewJob(job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name)
 
-    with database.get_engine().begin() as conn:
+    with engine.begin() as conn:
         register_jobs(conn, jobs.values())
         # A version imported already (by the CLI, or before a re-upload of the same bytes) is
         # not launched again; a PENDING one is, as its earlier tick may not have launched it.
-        started = conn.scalars(
-            sa.text(
-                "SELECT job_id FROM import_jobs WHERE job_id = ANY(:ids) AND status <> 'PENDING'"
-            ),
-            {"ids": list(jobs)},
-        ).all()
-    for job_id in started:
-        del jobs[job_id]
+        unstarted = unstarted_jobs(conn, list(jobs))
+    jobs = {job_id: job for job_id, job in jobs.items() if job_id in unstarted}
+    new_partitions = list(jobs)
+    jobs.update({job.job_id: job for job in held})
+    admitted = admit_jobs(engine, jobs.values())
+    if len(admitted) < len(jobs):
+        context.log.info(
+            f"{len(jobs) - len(admitted)} upload(s) wait for their tenant's import limit"
+        )
+    jobs = {job_id: job for job_id, job in jobs.items() if job_id in admitted}
     cursor.advance(taken)
     if len(candidates) > len(taken):
         context.log.info(f"{len(candidates) - len(taken)} more upload(s) left for the next tick")
     return SensorResult(
         run_requests=run_requests(list(jobs.values()), load_settings().batch_size),
-        dynamic_partitions_requests=[import_jobs_partitions_def.build_add_request(list(jobs))]
-        if jobs
+        dynamic_partitions_requests=[
+            import_jobs_partitions_def.build_add_request(sorted({*new_partitions, *jobs}))
+        ]
+        if jobs or new_partitions
         else [],
         cursor=cursor.dump(),
     )
@@ -245,6 +253,36 @@ def review_sensor(
         return SkipReason("no new decision or mapping files")
     cursor.advance(taken)
     return SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
+@sensor(
+    name="request_sensor",
+    jobs=[reprocess_job, import_job],
+    minimum_interval_seconds=5,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Launches the runs that the HTTP service and the review page ask for (reprocess, "
+        "continue after a mapping), so that every run goes through Dagster."
+    ),
+)
+def request_sensor(context: SensorEvaluationContext, database: DatabaseResource):
+    """Request a run for each new row of run_requests (the cursor is the last request id)."""
+    after = int(context.cursor or 0)
+    with database.get_engine().connect() as conn:
+        requests = run_requests_after(conn, after, load_settings().sensor_max_runs)
+    if not requests:
+        return SkipReason("no run requests")
+    runs = [
+        RunRequest(
+            job_name=r["job_name"],
+            partition_key=r["job_id"],
+            run_key=f"request:{r['request_id']}",
+            tags={TENANT_TAG: r["tenant_id"], "request_source": r["source"]},
+        )
+        for r in requests
+        if r["job_name"] in (reprocess_job.name, import_job.name)
+    ]
+    return SensorResult(run_requests=runs, cursor=str(requests[-1]["request_id"]))
 
 
 def step_error(event: DagsterEvent) -> str | None:

@@ -10,6 +10,8 @@ from pathlib import Path
 DEFAULT_CHUNK_SIZE = 25_000
 DEFAULT_SENSOR_MAX_RUNS = 200
 DEFAULT_BATCH_SIZE = 50
+DEFAULT_MAX_UPLOAD_BYTES = 1024**3
+DEFAULT_PART_SIZE = 8 * 1024**2
 
 
 def project_root() -> Path:
@@ -37,6 +39,12 @@ class Settings:
     # The Iceberg catalog: an http(s) REST catalog, or a SQLAlchemy PostgreSQL URL; empty: the
     # project's own database.
     lake_catalog_uri: str | None = None
+    # The HTTP service: the largest upload it takes in one request, the part size of resumable
+    # sessions (S3 wants 5 MiB or more), and how webhooks are retried.
+    api_max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    api_part_size: int = DEFAULT_PART_SIZE
+    webhook_retry_seconds: float = 2.0
+    webhook_max_attempts: int = 12
 
     @property
     def embedded_database(self) -> bool:
@@ -61,6 +69,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         batch_size=_positive_int(env, "UPLOAD_BATCH_SIZE", DEFAULT_BATCH_SIZE),
         lake_warehouse=env.get("LAKE_WAREHOUSE") or None,
         lake_catalog_uri=env.get("LAKE_CATALOG_URI") or None,
+        api_max_upload_bytes=_positive_int(env, "API_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+        api_part_size=_positive_int(env, "API_PART_SIZE", DEFAULT_PART_SIZE),
+        webhook_retry_seconds=float(env.get("WEBHOOK_RETRY_SECONDS") or 2.0),
+        webhook_max_attempts=_positive_int(env, "WEBHOOK_MAX_ATTEMPTS", 12),
     )
 
 

@@ -34,6 +34,16 @@ def register_jobs(conn: Connection, jobs: Iterable[NewJob]) -> int:
     return conn.execute(stmt).rowcount
 
 
+def unstarted_jobs(conn: Connection, job_ids: list[str]) -> set[str]:
+    """The PENDING jobs among `job_ids`."""
+    if not job_ids:
+        return set()
+    query = sa.select(import_jobs.c.job_id).where(
+        import_jobs.c.job_id.in_(job_ids), import_jobs.c.status == JobStatus.PENDING.value
+    )
+    return set(conn.scalars(query))
+
+
 def get_job(conn: Connection, job_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
     """The job's row as a dict, or None."""
     query = sa.select(import_jobs).where(import_jobs.c.job_id == job_id)
@@ -129,10 +139,20 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def list_jobs(
-    conn: Connection, *, tenant_id: str | None = None, status: str | None = None
+    conn: Connection,
+    *,
+    tenant_id: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Jobs, newest first, optionally of one tenant and one status."""
-    query = sa.select(import_jobs).order_by(import_jobs.c.created_at.desc(), import_jobs.c.job_id)
+    """Jobs, newest first, optionally of one tenant and one status, optionally one page."""
+    query = (
+        sa.select(import_jobs)
+        .order_by(import_jobs.c.created_at.desc(), import_jobs.c.job_id)
+        .limit(limit)
+        .offset(offset)
+    )
     if tenant_id is not None:
         query = query.where(import_jobs.c.tenant_id == tenant_id)
     if status is not None:

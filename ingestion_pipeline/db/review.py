@@ -192,3 +192,75 @@ def apply_decisions(conn: Connection, job_id: str) -> AppliedDecisions:
         {"job_id": job_id},
     )
     return AppliedDecisions(fixed=len(fixed_rows), discarded=discarded)
+
+
+_REVIEW_PAGE = sa.text(
+    """
+    SELECT s.row_number, s.email, s.first_name, s.last_name, s.company,
+           jsonb_agg(jsonb_build_object('kind', i.kind, 'field', i.field, 'message', i.message)
+                     ORDER BY i.kind, i.field) AS problems,
+           d.action AS pending_action, d.changes AS pending_changes
+    FROM staging_rows s
+    JOIN issue_items ii ON ii.job_id = s.job_id AND ii.row_number = s.row_number
+    JOIN issues i ON i.issue_id = ii.issue_id AND NOT i.resolved
+    LEFT JOIN LATERAL (
+        SELECT action, changes FROM review_decisions r
+        WHERE r.job_id = s.job_id AND r.row_number = s.row_number AND r.applied_at IS NULL
+        ORDER BY r.decision_id DESC LIMIT 1) d ON true
+    WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND s.row_number > :after
+      AND (CAST(:kind AS text) IS NULL OR EXISTS (
+          SELECT 1 FROM issue_items k JOIN issues ki ON ki.issue_id = k.issue_id
+          WHERE k.job_id = s.job_id AND k.row_number = s.row_number
+            AND NOT ki.resolved AND ki.kind = :kind))
+    GROUP BY s.row_number, s.email, s.first_name, s.last_name, s.company, d.action, d.changes
+    ORDER BY s.row_number
+    LIMIT :limit
+    """
+)
+
+
+def review_page(
+    conn: Connection, job_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None
+) -> list[dict]:
+    """One page of rows with open issues (record numbers after `after`), each with its
+    problems and the reviewer's decision not yet applied, if any."""
+    params = {"job_id": job_id, "after": after, "limit": limit, "kind": kind}
+    return [dict(r) for r in conn.execute(_REVIEW_PAGE, params).mappings()]
+
+
+_ISSUES_PAGE = sa.text(
+    """
+    SELECT i.issue_id, i.kind, i.field, i.message,
+           array_agg(ii.row_number ORDER BY ii.row_number) AS rows
+    FROM issues i
+    JOIN issue_items ii ON ii.issue_id = i.issue_id
+    WHERE i.job_id = :job_id AND NOT i.resolved AND i.issue_id > :after
+      AND (CAST(:kind AS text) IS NULL OR i.kind = :kind)
+    GROUP BY i.issue_id
+    ORDER BY i.issue_id
+    LIMIT :limit
+    """
+)
+
+
+def issues_page(
+    conn: Connection, job_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None
+) -> list[dict]:
+    """One page of a job's open issues in issue id order (keyset: ids after `after`)."""
+    params = {"job_id": job_id, "after": after, "limit": limit, "kind": kind}
+    return [dict(r) for r in conn.execute(_ISSUES_PAGE, params).mappings()]
+
+
+_DISCARD_KIND = sa.text(
+    """
+    INSERT INTO review_decisions (job_id, row_number, action, changes, source)
+    SELECT DISTINCT :job_id, ii.row_number, 'discard', '{}'::jsonb, :source
+    FROM issues i JOIN issue_items ii ON ii.issue_id = i.issue_id
+    WHERE i.job_id = :job_id AND NOT i.resolved AND i.kind = :kind
+    """
+)
+
+
+def discard_kind(conn: Connection, job_id: str, kind: str, source: str) -> int:
+    """Record a discard for every row with an open issue of `kind`, in one statement."""
+    return conn.execute(_DISCARD_KIND, {"job_id": job_id, "kind": kind, "source": source}).rowcount

@@ -1,0 +1,746 @@
+"""The HTTP API (`/v1`) and the review page, one ASGI app: `ingestion-pipeline serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+
+from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
+from ingestion_pipeline.db.jobs import issue_counts_by_kind, job_summary, list_jobs
+from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
+from ingestion_pipeline.db.service import (
+    authenticate,
+    job_of_tenant,
+    key_is_active,
+    list_deliveries,
+    request_run,
+    service_secret,
+    set_webhook,
+)
+from ingestion_pipeline.landing import LandingZone, S3LandingZone
+from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, MappingError
+from ingestion_pipeline.review import Decision
+from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
+from ingestion_pipeline.service.uploads import (
+    S3_MIN_PART_SIZE,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceError,
+    Spooled,
+    TooLargeError,
+    accept_upload,
+    complete_session,
+    open_session,
+    put_session_part,
+    start_session,
+)
+from ingestion_pipeline.service.webhooks import RetryPolicy, deliver_due
+from ingestion_pipeline.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "ip_session"
+JOB_ID = PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{0,200}$", max_length=200)
+MAX_DECISIONS = 10_000
+EDITABLE = (JobStatus.NEEDS_REVIEW.value, JobStatus.PROCESSING.value)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a tenant, by API key or by a signed session; a review link's session is
+    limited to one job."""
+
+    tenant_id: str
+    key_id: str | None = None
+    job_id: str | None = None
+
+    def may_see(self, job_id: str) -> bool:
+        return self.job_id is None or self.job_id == job_id
+
+
+@dataclass
+class Service:
+    settings: Settings
+    engine: Engine
+    zone: LandingZone
+    secret: bytes
+
+
+# --- Response and request shapes (the OpenAPI description) ---------------------------------
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    tenant: str
+    status: str
+    file: str
+    total_rows: int
+    processed_rows: int
+    issue_count: int
+    issues_by_kind: dict[str, int]
+    contacts_created: int
+    error: str | None
+    mapping: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+    url: str
+    review_url: str
+
+
+class UploadOut(JobOut):
+    created: bool
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_offset: int | None
+
+
+class IssueOut(BaseModel):
+    issue_id: int
+    kind: str
+    field: str
+    message: str
+    rows: list[int]
+
+
+class IssuePage(BaseModel):
+    issues: list[IssueOut]
+    next_after: int | None
+
+
+class DecisionIn(BaseModel):
+    row: int = Field(ge=1, le=2**31 - 1)
+    action: Literal["fix", "discard"]
+    values: dict[str, str | None] = Field(default_factory=dict)
+
+
+class DecisionsIn(BaseModel):
+    decisions: list[DecisionIn] = Field(min_length=1, max_length=MAX_DECISIONS)
+
+
+class DecisionsOut(BaseModel):
+    job_id: str
+    recorded: int
+
+
+class RunRequestOut(BaseModel):
+    job_id: str
+    request_id: int
+    job_name: str
+
+
+class MappingIn(BaseModel):
+    fields: dict[str, str | list[str] | None] = Field(min_length=1)
+
+
+class WebhookIn(BaseModel):
+    url: str | None = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+
+
+class WebhookOut(BaseModel):
+    url: str | None
+    secret: str | None
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: int
+    event_id: str
+    event: str
+    job_id: str
+    url: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class SessionIn(BaseModel):
+    file_name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=1, le=2**53)
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    file_name: str
+    size: int
+    part_size: int
+    parts_received: list[int]
+    job_id: str | None
+    expires_at: str
+    url: str
+
+
+# --- Plumbing ---------------------------------------------------------------------------------
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def principal(request: Request) -> Principal:
+    """The tenant behind the request: `Authorization: Bearer <key>` (or `X-API-Key`), else
+    the review page's signed session cookie; 401 otherwise."""
+    service = _service(request)
+    header = request.headers.get("authorization", "")
+    presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    presented = presented or request.headers.get("x-api-key", "")
+    if presented:
+        with service.engine.connect() as conn:
+            found = authenticate(conn, presented)
+        if found is None:
+            raise Unauthorized("the API key is not valid (unknown, revoked or malformed)")
+        return Principal(tenant_id=found[0], key_id=found[1])
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = session_principal(service, cookie)
+        if session is not None:
+            return session
+    raise Unauthorized("an API key is required: Authorization: Bearer <key>")
+
+
+def session_principal(service: Service, token: str) -> Principal | None:
+    """The principal of a session cookie; None if forged, expired or its key was revoked."""
+    try:
+        claims = read_token(service.secret, token)
+    except InvalidSignatureError:
+        return None
+    tenant, key_id = claims.get("tenant"), claims.get("key")
+    if not isinstance(tenant, str):
+        return None
+    if key_id is not None:
+        with service.engine.connect() as conn:
+            if not key_is_active(conn, key_id, tenant):
+                return None
+    return Principal(tenant_id=tenant, key_id=key_id, job_id=claims.get("job"))
+
+
+class Unauthorized(ServiceError):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": "Bearer"})
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_view(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+    with service.engine.connect() as conn:
+        counts = issue_counts_by_kind(conn, job["job_id"])
+    summary = job_summary(job)
+    return {
+        **{k: summary[k] for k in ("job_id", "tenant", "status", "file", "total_rows")},
+        "processed_rows": summary["processed_rows"],
+        "issue_count": summary["issue_count"],
+        "issues_by_kind": counts,
+        "contacts_created": summary["contacts_created"],
+        "error": summary["error"],
+        "mapping": summary["mapping"],
+        "created_at": _iso(job["created_at"]),
+        "updated_at": _iso(job["updated_at"]),
+        "url": f"/v1/jobs/{job['job_id']}",
+        "review_url": f"/review/{job['job_id']}",
+    }
+
+
+def tenant_job(service: Service, who: Principal, job_id: str) -> dict[str, Any]:
+    """The caller's job; 404 for any other (another tenant's job is not confirmed to exist)."""
+    job = None
+    if who.may_see(job_id):
+        with service.engine.connect() as conn:
+            job = job_of_tenant(conn, who.tenant_id, job_id)
+    if job is None:
+        raise NotFoundError(f"no import job {job_id!r}")
+    return job
+
+
+async def spool(request: Request, limit: int) -> Spooled:
+    """Stream the request body to a temporary file, hashing it; 413 past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"the upload is {declared} bytes; the limit is {limit}")
+    digest = hashlib.sha256()
+    size = 0
+    handle, name = tempfile.mkstemp(prefix="upload-", suffix=".part")
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            async for block in request.stream():
+                size += len(block)
+                if size > limit:
+                    raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
+                digest.update(block)
+                out.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Spooled(path=path, size=size, sha256=digest.hexdigest())
+
+
+def _session_view(session: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "session_id": session["session_id"],
+        "file_name": session["file_name"],
+        "size": session["size"],
+        "part_size": session["part_size"],
+        "parts_received": sorted(int(n) for n in session["parts"]),
+        "job_id": session["job_id"],
+        "expires_at": _iso(session["expires_at"]),
+        "url": f"/v1/upload-sessions/{session['session_id']}",
+    }
+
+
+def _run(service: Service, who: Principal, job: dict[str, Any], job_name: str, source: str):
+    with service.engine.begin() as conn:
+        request_id = request_run(conn, who.tenant_id, job["job_id"], job_name, source)
+    return {"job_id": job["job_id"], "request_id": request_id, "job_name": job_name}
+
+
+# --- The app -------------------------------------------------------------------------------
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem},
+    404: {"model": Problem},
+    422: {"model": Problem},
+}
+
+
+def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = True) -> FastAPI:
+    """The service for `settings` (default: the environment)."""
+    from ingestion_pipeline.resources import database_engine, landing_zone
+
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = database_engine(settings)
+        with engine.begin() as conn:
+            secret = service_secret(conn, "session")
+        app.state.service = Service(settings, engine, landing_zone(settings), secret)
+        task = None
+        if deliver_webhooks:
+            task = asyncio.create_task(_deliver_forever(app.state.service))
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="ingestion_pipeline",
+        version="1",
+        description=(
+            "Hand files to the import pipeline, follow their jobs, review their rows. Every "
+            "endpoint is scoped to the tenant of the API key (`Authorization: Bearer <key>`)."
+        ),
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+    @app.post(
+        "/v1/uploads",
+        status_code=201,
+        response_model=UploadOut,
+        responses={
+            **ERRORS,
+            200: {"model": UploadOut},
+            409: {"model": Problem},
+            413: {"model": Problem},
+            429: {"model": Problem},
+        },
+        summary="Upload a file (the request body); returns its import job",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
+    async def upload(
+        request: Request,
+        response: Response,
+        who: Caller,
+        file_name: Annotated[str, Query(min_length=1, max_length=255)],
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> dict[str, Any]:
+        """The body is the file's bytes. `Idempotency-Key`: the same key and bytes return
+        the same job; the same key with other bytes is a 409."""
+        service = _service(request)
+        from ingestion_pipeline.service.uploads import check_file_name
+
+        check_file_name(who.tenant_id, file_name)
+        body = await spool(request, service.settings.api_max_upload_bytes)
+        try:
+            outcome = await run_in_threadpool(
+                accept_upload,
+                service.engine,
+                service.zone,
+                who.tenant_id,
+                file_name,
+                body,
+                idempotency_key,
+            )
+        finally:
+            body.path.unlink(missing_ok=True)
+        if not outcome.created:
+            response.status_code = 200
+        job = tenant_job(service, who, outcome.job_id)
+        response.headers["Location"] = f"/v1/jobs/{outcome.job_id}"
+        return {**job_view(service, job), "created": outcome.created}
+
+    @app.post(
+        "/v1/upload-sessions",
+        status_code=201,
+        response_model=SessionOut,
+        responses={**ERRORS, 413: {"model": Problem}},
+        summary="Open a resumable upload: send its parts, then complete it",
+    )
+    def create_upload_session(request: Request, who: Caller, body: SessionIn) -> dict[str, Any]:
+        """Parts are `part_size` bytes each (the last one the rest), numbered from 1."""
+        service = _service(request)
+        part_size = service.settings.api_part_size
+        if isinstance(service.zone, S3LandingZone):
+            part_size = max(part_size, S3_MIN_PART_SIZE)
+        if body.size > service.settings.api_max_upload_bytes * 100:
+            raise TooLargeError(f"{body.size} bytes is more than this service takes")
+        session = start_session(
+            service.engine, service.zone, who.tenant_id, body.file_name, body.size, part_size
+        )
+        return _session_view(session)
+
+    @app.get(
+        "/v1/upload-sessions/{session_id}",
+        response_model=SessionOut,
+        responses=ERRORS,
+        summary="A resumable upload: which parts arrived (send the others)",
+    )
+    def get_upload_session(
+        request: Request, who: Caller, session_id: Annotated[str, PathParam(max_length=64)]
+    ) -> dict[str, Any]:
+        return _session_view(open_session(_service(request).engine, who.tenant_id, session_id))
+
+    @app.put(
+        "/v1/upload-sessions/{session_id}/parts/{number}",
+        response_model=SessionOut,
+        responses={**ERRORS, 409: {"model": Problem}, 413: {"model": Problem}},
+        summary="Send one part (sending it again replaces it)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
+    async def put_part(
+        request: Request,
+        who: Caller,
+        session_id: Annotated[str, PathParam(max_length=64)],
+        number: Annotated[int, PathParam(ge=1, le=10_000)],
+    ) -> dict[str, Any]:
+        service = _service(request)
+        session = await run_in_threadpool(open_session, service.engine, who.tenant_id, session_id)
+        body = await spool(request, session["part_size"])
+        try:
+            session = await run_in_threadpool(
+                put_session_part,
+                service.engine,
+                service.zone,
+                who.tenant_id,
+                session_id,
+                number,
+                body,
+            )
+        finally:
+            body.path.unlink(missing_ok=True)
+        return _session_view(session)
+
+    @app.post(
+        "/v1/upload-sessions/{session_id}/complete",
+        status_code=201,
+        response_model=UploadOut,
+        responses={**ERRORS, 409: {"model": Problem}, 429: {"model": Problem}},
+        summary="Assemble the parts into the upload; returns its import job",
+    )
+    def complete_upload_session(
+        request: Request,
+        response: Response,
+        who: Caller,
+        session_id: Annotated[str, PathParam(max_length=64)],
+    ) -> dict[str, Any]:
+        service = _service(request)
+        outcome = complete_session(service.engine, service.zone, who.tenant_id, session_id)
+        if not outcome.created:
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/jobs/{outcome.job_id}"
+        job = tenant_job(service, who, outcome.job_id)
+        return {**job_view(service, job), "created": outcome.created}
+
+    @app.get("/v1/jobs", response_model=JobList, responses=ERRORS, summary="The tenant's jobs")
+    def get_jobs(
+        request: Request,
+        who: Caller,
+        status: Annotated[JobStatus | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> dict[str, Any]:
+        """Newest first."""
+        service = _service(request)
+        with service.engine.connect() as conn:
+            jobs = list_jobs(
+                conn,
+                tenant_id=who.tenant_id,
+                status=status.value if status else None,
+                limit=limit + 1,
+                offset=offset,
+            )
+        jobs = [j for j in jobs if who.may_see(j["job_id"])]
+        more = len(jobs) > limit
+        return {
+            "jobs": [job_view(service, j) for j in jobs[:limit]],
+            "next_offset": offset + limit if more else None,
+        }
+
+    @app.get(
+        "/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS, summary="One job's status"
+    )
+    def get_job(request: Request, who: Caller, job_id: Annotated[str, JOB_ID]) -> dict[str, Any]:
+        """Status, progress (`processed_rows` of `total_rows`), issue counts by kind, mapping."""
+        service = _service(request)
+        return job_view(service, tenant_job(service, who, job_id))
+
+    @app.get(
+        "/v1/jobs/{job_id}/issues",
+        response_model=IssuePage,
+        responses=ERRORS,
+        summary="A job's open issues, a page at a time",
+    )
+    def get_issues(
+        request: Request,
+        who: Caller,
+        job_id: Annotated[str, JOB_ID],
+        kind: Annotated[str | None, Query(max_length=64)] = None,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Pass `next_after` back as `after` for the next page."""
+        service = _service(request)
+        tenant_job(service, who, job_id)
+        with service.engine.connect() as conn:
+            page = issues_page(conn, job_id, after=after, limit=limit + 1, kind=kind)
+        more = len(page) > limit
+        page = page[:limit]
+        return {
+            "issues": [{**i, "rows": list(i["rows"])} for i in page],
+            "next_after": page[-1]["issue_id"] if more else None,
+        }
+
+    @app.post(
+        "/v1/jobs/{job_id}/decisions",
+        response_model=DecisionsOut,
+        responses={**ERRORS, 409: {"model": Problem}},
+        summary="Record fixes and discards on a job under review",
+    )
+    def post_decisions(
+        request: Request, who: Caller, job_id: Annotated[str, JOB_ID], body: DecisionsIn
+    ) -> dict[str, Any]:
+        """Recorded, not applied: `POST …/reprocess` applies them. A `fix` sets the given
+        fields (`null` or "" empties one); the latest decision on a row wins."""
+        service = _service(request)
+        job = tenant_job(service, who, job_id)
+        decisions = [_decision(d) for d in body.decisions]
+        return {"job_id": job_id, "recorded": record_job_decisions(service, job, decisions, "api")}
+
+    @app.post(
+        "/v1/jobs/{job_id}/mapping",
+        status_code=202,
+        response_model=RunRequestOut,
+        responses={**ERRORS, 409: {"model": Problem}},
+        summary="Confirm the column mapping of a job waiting in NEEDS_MAPPING",
+    )
+    def post_mapping(
+        request: Request, who: Caller, job_id: Annotated[str, JOB_ID], body: MappingIn
+    ) -> dict[str, Any]:
+        """`{"fields": {"email": "E-mail 1 - Value", "company": null}}`: a column, several
+        (first non-blank wins) or null (left empty on purpose). Remembered for the tenant's
+        next file of the same header; the import continues."""
+        from ingestion_pipeline.importer import confirm_mapping
+
+        service = _service(request)
+        job = tenant_job(service, who, job_id)
+        if job["status"] not in (JobStatus.NEEDS_MAPPING.value, JobStatus.PENDING.value):
+            raise ConflictError(f"job {job_id} is {job['status']}; it does not wait for a mapping")
+        unknown = sorted(set(body.fields) - set(MAPPABLE_FIELDS))
+        if unknown:
+            raise InvalidRequestError(
+                f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(MAPPABLE_FIELDS)}"
+            )
+        try:
+            confirm_mapping(service.engine, service.zone, job, body.fields)
+        except MappingError as exc:
+            raise InvalidRequestError(f"{job_id}: {exc}") from None
+        return _run(service, who, job, "import_job", "api:mapping")
+
+    @app.post(
+        "/v1/jobs/{job_id}/reprocess",
+        status_code=202,
+        response_model=RunRequestOut,
+        responses={**ERRORS, 409: {"model": Problem}},
+        summary="Apply the recorded decisions (or retry a FAILED job)",
+    )
+    def post_reprocess(
+        request: Request, who: Caller, job_id: Annotated[str, JOB_ID]
+    ) -> dict[str, Any]:
+        """A run request that the sensors launch within seconds; follow the job's status."""
+        service = _service(request)
+        return request_reprocess(service, who, tenant_job(service, who, job_id), "api")
+
+    @app.put(
+        "/v1/webhook",
+        response_model=WebhookOut,
+        responses=ERRORS,
+        summary="Send the tenant's job events to a URL (null: stop)",
+    )
+    def put_webhook(request: Request, who: Caller, body: WebhookIn) -> dict[str, Any]:
+        """Events: job.completed, job.needs_review, job.needs_mapping, job.failed. The secret
+        signs every delivery (headers webhook-id, webhook-timestamp, webhook-signature)."""
+        service = _service(request)
+        if who.job_id is not None:
+            raise NotFoundError("no such resource")
+        with service.engine.begin() as conn:
+            secret = set_webhook(conn, who.tenant_id, body.url)
+        return {"url": body.url, "secret": secret}
+
+    @app.get(
+        "/v1/webhook/deliveries",
+        response_model=list[DeliveryOut],
+        responses=ERRORS,
+        summary="The delivery log, newest first",
+    )
+    def get_deliveries(
+        request: Request,
+        who: Caller,
+        job_id: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        service = _service(request)
+        with service.engine.connect() as conn:
+            rows = list_deliveries(conn, who.tenant_id, job_id=job_id, limit=limit)
+        return [
+            {
+                **{k: r[k] for k in ("delivery_id", "event", "job_id", "url", "state")},
+                **{k: r[k] for k in ("attempts", "last_status", "last_error")},
+                "event_id": str(r["event_id"]),
+                "created_at": _iso(r["created_at"]),
+                "delivered_at": _iso(r["delivered_at"]),
+            }
+            for r in rows
+            if who.may_see(r["job_id"])
+        ]
+
+    from ingestion_pipeline.service.pages import add_pages
+
+    add_pages(app)
+    return app
+
+
+def _decision(item: DecisionIn) -> Decision:
+    if item.action == "discard":
+        if item.values:
+            raise InvalidRequestError(f"row {item.row}: a discard takes no values")
+        return Decision(item.row, "discard")
+    unknown = sorted(set(item.values) - set(CANONICAL_FIELDS))
+    if unknown:
+        raise InvalidRequestError(
+            f"row {item.row}: unknown field(s) {', '.join(unknown)}; "
+            f"fields: {', '.join(CANONICAL_FIELDS)}"
+        )
+    if not item.values:
+        raise InvalidRequestError(f"row {item.row}: a fix needs at least one field")
+    return Decision(item.row, "fix", {k: (v or "").strip() or None for k, v in item.values.items()})
+
+
+def record_job_decisions(
+    service: Service, job: dict[str, Any], decisions: list[Decision], source: str
+) -> int:
+    """Store decisions on a job under review; 409 in any other state, 422 for unknown rows."""
+    if job["status"] not in EDITABLE:
+        raise ConflictError(
+            f"job {job['job_id']} is {job['status']}; only jobs under review take decisions"
+        )
+    try:
+        with service.engine.begin() as conn:
+            return record_decisions(conn, job, decisions, source)
+    except ReviewError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+def request_reprocess(
+    service: Service, who: Principal, job: dict[str, Any], source: str
+) -> dict[str, Any]:
+    """Ask for a reprocess run (a retry for a FAILED job); 409 when there is nothing to run."""
+    status = job["status"]
+    if status == JobStatus.NEEDS_REVIEW.value:
+        return _run(service, who, job, "reprocess_job", source)
+    if status == JobStatus.FAILED.value:
+        return _run(service, who, job, "import_job", source)
+    raise ConflictError(f"job {job['job_id']} is {status}; only NEEDS_REVIEW or FAILED jobs rerun")
+
+
+async def _deliver_forever(service: Service) -> None:
+    policy = RetryPolicy(
+        base_seconds=service.settings.webhook_retry_seconds,
+        max_attempts=service.settings.webhook_max_attempts,
+    )
+    while True:
+        try:
+            sent = await run_in_threadpool(deliver_due, service.engine, policy)
+        except Exception:  # the loop outlives a database restart; the error is logged
+            log.exception("webhook delivery failed; trying again")
+            sent = 0
+        await asyncio.sleep(0.05 if sent else 0.5)
+
+
+def app_from_environment() -> FastAPI:
+    """The factory `ingestion-pipeline serve` hands to uvicorn."""
+    return create_app()

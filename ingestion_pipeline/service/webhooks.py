@@ -1,0 +1,81 @@
+"""Webhook delivery: events the database recorded, sent signed, retried with backoff."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from ingestion_pipeline.db.service import claim_due_deliveries, record_attempt
+from ingestion_pipeline.service.signing import sign_webhook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempt n (1-based) failed: try again after base * 2**(n-1) s, at most `cap` s, until
+    `max_attempts` attempts were made."""
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 3600.0
+    max_attempts: int = 12
+    timeout_seconds: float = 10.0
+
+    def retry_in(self, attempts_made: int) -> float | None:
+        if attempts_made >= self.max_attempts:
+            return None
+        return min(self.base_seconds * 2 ** (attempts_made - 1), self.cap_seconds)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"content-type": "application/json", "user-agent": "ingestion-pipeline", **headers},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status
+
+
+def deliver_due(engine: Engine, policy: RetryPolicy, limit: int = 20) -> int:
+    """Send the deliveries that are due; how many were attempted."""
+    with engine.begin() as conn:
+        due = claim_due_deliveries(conn, limit, lease_seconds=int(policy.timeout_seconds) + 30)
+    for item in due:
+        body = json.dumps(
+            {**item["payload"], "event_id": str(item["event_id"])}, sort_keys=True
+        ).encode()
+        headers = sign_webhook(item["secret"], str(item["event_id"]), int(time.time()), body)
+        status, error = None, None
+        try:
+            status = _post(item["url"], body, headers, policy.timeout_seconds)
+        except urllib.error.HTTPError as exc:
+            status, error = exc.code, f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        delivered = status is not None and 200 <= status < 300
+        attempts = item["attempts"] + 1
+        retry_in = None if delivered else policy.retry_in(attempts)
+        with engine.begin() as conn:
+            record_attempt(
+                conn,
+                item["delivery_id"],
+                delivered=delivered,
+                status=status,
+                error=error,
+                retry_in=retry_in,
+            )
+        if not delivered:
+            then = f"retry in {retry_in:g} s" if retry_in is not None else "given up"
+            log.warning(
+                f"webhook {item['event']} for {item['job_id']} to {item['url']}: "
+                f"{error} (attempt {attempts}, {then})"
+            )
+    return len(due)
