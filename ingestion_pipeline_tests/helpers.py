@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,21 @@ def csv_text(*rows: str, header: str = HEADER) -> bytes:
     return (header + "".join(f"{row}\n" for row in rows)).encode()
 
 
-TABLES = ("issue_items", "issues", "contacts", "staging_rows", "import_jobs", "column_mappings")
+TABLES = (
+    "issue_items",
+    "issues",
+    "contacts",
+    "staging_rows",
+    "import_jobs",
+    "column_mappings",
+    "api_keys",
+    "tenant_settings",
+    "admissions",
+    "idempotency_keys",
+    "upload_sessions",
+    "run_requests",
+    "webhook_deliveries",
+)
 
 
 def empty_database(engine: Engine) -> None:
@@ -236,3 +253,91 @@ def import_with_peak_rss(
     )
     peak = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib=")) / 1024
     return proc.returncode, proc.stdout, proc.stderr, peak
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """`ingestion-pipeline serve` as a process of its own on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cli_command("serve", "--port", str(self.port)),
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/openapi.json", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"serve did not answer: {log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def chromium():
+    """Debian's Chromium, headless, driven by its chromedriver (`make browser` installs them)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        raise AssertionError("chromium/chromedriver missing: run `make browser`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
+    """The page's visible text once it shows every one of `texts`."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        body = driver.find_element(By.TAG_NAME, "body").text
+        if all(t in body for t in texts):
+            return body
+        time.sleep(0.5)
+    missing = [t for t in texts if t not in body]
+    raise AssertionError(f"page {driver.current_url} never showed {missing}")
+
+
+def save_screenshot(driver, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    return path

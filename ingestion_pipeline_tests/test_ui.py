@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,31 +27,26 @@ from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import LocalLandingZone
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline_tests.helpers import (
+    chromium,
     cli_command,
     csv_text,
     empty_database,
+    free_port,
     import_bytes,
     job,
     register_upload,
     rows,
+    save_screenshot,
+    wait_for_text,
 )
 
 # Slow tier (left out by `make test-fast`): a real dagster dev and Chromium.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
 DAGSTER = Path(sys.executable).parent / "dagster"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ASSETS = ["raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"]
 FLAWED = csv_text("dup@acme.io,Dup,One,Acme", "dup@acme.io,Dup,Two,Acme", "broken,No,Mail,Acme")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DagsterDev:
@@ -292,41 +286,11 @@ def test_backfill_over_failed_and_completed_jobs(dagster_dev, backfilled):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium, headless, driven by its chromedriver (installed by `make install`)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("chromium/chromedriver missing: run `make install` (it installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium()
     try:
         yield driver
     finally:
         driver.quit()
-
-
-def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
-    """The page's visible text once it shows every one of `texts`."""
-    from selenium.webdriver.common.by import By
-
-    deadline = time.monotonic() + timeout
-    body = ""
-    while time.monotonic() < deadline:
-        body = driver.find_element(By.TAG_NAME, "body").text
-        if all(t in body for t in texts):
-            return body
-        time.sleep(1)
-    missing = [t for t in texts if t not in body]
-    raise AssertionError(f"page {driver.current_url} never showed {missing}")
 
 
 def dismiss_welcome(driver) -> None:
@@ -340,14 +304,6 @@ def dismiss_welcome(driver) -> None:
             skip[0].click()
             return
         time.sleep(0.5)
-
-
-def save_screenshot(driver, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    assert driver.save_screenshot(str(path))
-    assert path.stat().st_size > 10_000
-    return path
 
 
 def test_asset_graph_checks_and_issue_preview_in_the_browser(dagster_dev, backfilled, browser):

@@ -371,6 +371,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"detail": "the body is not valid JSON"}, 422)
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
 
