@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
+from ingestion_pipeline.constants import CANONICAL_FIELDS, SUPPORTED_EXTENSIONS, JobStatus
 from ingestion_pipeline.db.jobs import issue_counts_by_kind, job_summary, list_jobs
 from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
 from ingestion_pipeline.db.service import (
@@ -59,6 +59,12 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "ip_session"
 JOB_ID = PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{0,200}$", max_length=200)
 MAX_DECISIONS = 10_000
+# What the upload layout takes: a plain name with a supported extension, optionally gzipped.
+FILE_NAME = (
+    r"^[^/\\.\x00][^/\\\x00]{0,200}("
+    + "|".join(r"\." + "".join(f"[{c}{c.upper()}]" for c in e[1:]) for e in SUPPORTED_EXTENSIONS)
+    + r")(\.gz)?$"
+)
 EDITABLE = (JobStatus.NEEDS_REVIEW.value, JobStatus.PROCESSING.value)
 
 
@@ -179,7 +185,7 @@ class DeliveryOut(BaseModel):
 
 
 class SessionIn(BaseModel):
-    file_name: str = Field(min_length=1, max_length=255)
+    file_name: str = Field(min_length=1, max_length=255, pattern=FILE_NAME)
     size: int = Field(ge=1, le=2**53)
 
 
@@ -327,6 +333,7 @@ def _run(service: Service, who: Principal, job: dict[str, Any], job_name: str, s
 # --- The app -------------------------------------------------------------------------------
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem},
     401: {"model": Problem},
     404: {"model": Problem},
     422: {"model": Problem},
@@ -371,9 +378,13 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
         if first.get("type") == "json_invalid":
             return JSONResponse({"detail": "the body is not valid JSON"}, 422)
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        if first.get("type") == "string_pattern_mismatch" and where.endswith("file_name"):
+            shown = ", ".join(SUPPORTED_EXTENSIONS)
+            message = f"{where}: a plain file name ending in one of {shown} (optionally .gz)"
+            return JSONResponse({"detail": message}, 422)
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
 
     @app.post(
@@ -401,7 +412,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         request: Request,
         response: Response,
         who: Caller,
-        file_name: Annotated[str, Query(min_length=1, max_length=255)],
+        file_name: Annotated[str, Query(min_length=1, max_length=255, pattern=FILE_NAME)],
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> dict[str, Any]:
         """The body is the file's bytes. `Idempotency-Key`: the same key and bytes return
@@ -683,7 +694,54 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     from ingestion_pipeline.service.pages import add_pages
 
     add_pages(app)
+    _describe_links(app)
     return app
+
+
+# OpenAPI links: what an answer's ids lead to (clients and fuzzers follow them).
+_JOB_LINKS = {
+    "GetJob": ("get", "/v1/jobs/{job_id}"),
+    "GetIssues": ("get", "/v1/jobs/{job_id}/issues"),
+    "PostDecisions": ("post", "/v1/jobs/{job_id}/decisions"),
+    "PostMapping": ("post", "/v1/jobs/{job_id}/mapping"),
+    "Reprocess": ("post", "/v1/jobs/{job_id}/reprocess"),
+}
+_SESSION_LINKS = {
+    "GetSession": ("get", "/v1/upload-sessions/{session_id}"),
+    "PutPart": ("put", "/v1/upload-sessions/{session_id}/parts/{number}"),
+    "Complete": ("post", "/v1/upload-sessions/{session_id}/complete"),
+}
+
+
+def _describe_links(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        paths = schema["paths"]
+
+        def link(source: tuple[str, str, str], targets: dict, param: str) -> None:
+            method, path, status = source
+            answer = paths[path][method]["responses"][status]
+            answer["links"] = {
+                name: {
+                    "operationId": paths[target][verb]["operationId"],
+                    "parameters": {param: f"$response.body#/{param}"},
+                }
+                for name, (verb, target) in targets.items()
+            }
+
+        link(("post", "/v1/uploads", "201"), _JOB_LINKS, "job_id")
+        link(("post", "/v1/upload-sessions/{session_id}/complete", "201"), _JOB_LINKS, "job_id")
+        link(("post", "/v1/upload-sessions", "201"), _SESSION_LINKS, "session_id")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _decision(item: DecisionIn) -> Decision:
