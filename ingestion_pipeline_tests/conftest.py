@@ -18,7 +18,13 @@ from ingestion_pipeline.db.engine import dispose_engines, embedded_url, get_engi
 from ingestion_pipeline.landing import LocalLandingZone
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.settings import load_settings
-from ingestion_pipeline_tests.helpers import empty_database
+from ingestion_pipeline_tests.helpers import (
+    SERVICE_MAX_UPLOAD,
+    SERVICE_PART,
+    ServiceProcess,
+    cli_env,
+    empty_database,
+)
 
 
 def _server_url() -> str:
@@ -142,3 +148,44 @@ def cli(monkeypatch, database_url, engine, landing_dir, tmp_path, capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def service_landing(tmp_path_factory) -> Path:
+    """The landing folder of the HTTP service the tests start."""
+    return tmp_path_factory.mktemp("api-landing")
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url: str, service_landing: Path, tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("api-home")
+    return cli_env(
+        database_url,
+        service_landing,
+        home,
+        API_MAX_UPLOAD_BYTES=str(SERVICE_MAX_UPLOAD),
+        API_PART_SIZE=str(SERVICE_PART),
+        WEBHOOK_RETRY_SECONDS="0.3",
+        WEBHOOK_MAX_ATTEMPTS="4",
+    )
+
+
+@pytest.fixture(scope="session")
+def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[ServiceProcess]:
+    """`ingestion-pipeline serve` on the test database and service_landing."""
+    process = ServiceProcess(service_env, tmp_path_factory.mktemp("api-log") / "serve.log")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def api_resources(database_url: str, engine: Engine, service_landing: Path) -> dict[str, object]:
+    """Dagster resources on the service's database and landing folder, emptied per test."""
+    for path in sorted(service_landing.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    return {
+        "database": DatabaseResource(url=database_url),
+        "landing_zone": LandingZoneResource(url=str(service_landing)),
+    }

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from dagster import (
     AssetCheckEvaluation,
@@ -28,10 +29,11 @@ from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.db.service import create_api_key
 from ingestion_pipeline.definitions import build_definitions
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
 from ingestion_pipeline.resources import DatabaseResource
-from ingestion_pipeline.sensors import import_failure_sensor
+from ingestion_pipeline.sensors import import_failure_sensor, request_sensor, upload_sensor
 
 HEADER = "email,first_name,last_name,company\n"
 
@@ -341,3 +343,38 @@ def save_screenshot(driver, name: str) -> Path:
     assert driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000
     return path
+
+
+# The HTTP service the tests start (see conftest's `server`): small limits to test them.
+SERVICE_MAX_UPLOAD = 256 * 1024
+SERVICE_PART = 64 * 1024
+
+
+def new_key(engine: Engine, tenant: str) -> str:
+    with engine.begin() as conn:
+        return create_api_key(conn, tenant, "test")[1]
+
+
+class Client:
+    """One tenant's view of the API."""
+
+    def __init__(self, base: str, key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base, headers=headers, timeout=30)
+
+    def upload(self, name: str, content: bytes, key: str | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": key} if key else {}
+        return self.http.post(
+            "/v1/uploads", params={"file_name": name}, content=content, headers=headers
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self.http, name)
+
+
+def run_sensors(instance: DagsterInstance, resources: dict[str, object]) -> None:
+    """One tick of upload_sensor and request_sensor, their runs executed as the daemon would."""
+    for sensor in (upload_sensor, request_sensor):
+        data = sensor_tick(sensor, instance, resources)
+        for request in data.run_requests:
+            launch(type(data)(run_requests=[request]), request.job_name, instance, resources)

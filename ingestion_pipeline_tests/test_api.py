@@ -10,20 +10,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance
-from sqlalchemy.engine import Engine
 
-from ingestion_pipeline.db.service import create_api_key, set_import_limit
+from ingestion_pipeline.db.service import set_import_limit
 from ingestion_pipeline.landing import LocalLandingZone, S3LandingZone
-from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-from ingestion_pipeline.sensors import request_sensor, upload_sensor
 from ingestion_pipeline.service.signing import InvalidSignatureError, verify_webhook
 from ingestion_pipeline.service.uploads import (
     ConflictError,
@@ -33,16 +27,18 @@ from ingestion_pipeline.service.uploads import (
     start_session,
 )
 from ingestion_pipeline_tests.helpers import (
+    SERVICE_MAX_UPLOAD,
+    SERVICE_PART,
+    Client,
     ServiceProcess,
-    cli_env,
     csv_text,
     import_bytes,
     job,
-    launch,
+    new_key,
     register_upload,
     rows,
+    run_sensors,
     scalar,
-    sensor_tick,
 )
 
 FLAWED = csv_text(
@@ -52,81 +48,10 @@ FLAWED = csv_text(
     "broken,No,Mail,Acme",
 )
 CLEAN = csv_text("bo@acme.io,Bo,Ek,Acme", "cy@acme.io,Cy,Ho,Acme")
-MAX_UPLOAD = 256 * 1024
-PART = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def landing(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("api-landing")
-
-
-@pytest.fixture(scope="module")
-def service_env(database_url: str, landing: Path, tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("api-home")
-    return cli_env(
-        database_url,
-        landing,
-        home,
-        API_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-        API_PART_SIZE=str(PART),
-        WEBHOOK_RETRY_SECONDS="0.3",
-        WEBHOOK_MAX_ATTEMPTS="4",
-    )
-
-
-@pytest.fixture(scope="module")
-def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(service_env, tmp_path_factory.mktemp("api-log") / "serve.log")
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def api_resources(database_url: str, engine: Engine, landing: Path) -> dict[str, object]:
-    """Dagster resources on the service's database and landing folder, emptied per test."""
-    for path in sorted(landing.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    return {
-        "database": DatabaseResource(url=database_url),
-        "landing_zone": LandingZoneResource(url=str(landing)),
-    }
-
-
-def new_key(engine: Engine, tenant: str) -> str:
-    with engine.begin() as conn:
-        return create_api_key(conn, tenant, "test")[1]
-
-
-class Client:
-    """One tenant's view of the API."""
-
-    def __init__(self, base: str, key: str | None) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=base, headers=headers, timeout=30)
-
-    def upload(self, name: str, content: bytes, key: str | None = None) -> httpx.Response:
-        headers = {"Idempotency-Key": key} if key else {}
-        return self.http.post(
-            "/v1/uploads", params={"file_name": name}, content=content, headers=headers
-        )
-
-    def __getattr__(self, name: str):
-        return getattr(self.http, name)
-
-
-def run_sensors(instance: DagsterInstance, resources: dict[str, object]) -> None:
-    """One tick of upload_sensor and request_sensor, their runs executed as the daemon would."""
-    for sensor in (upload_sensor, request_sensor):
-        data = sensor_tick(sensor, instance, resources)
-        for request in data.run_requests:
-            launch(type(data)(run_requests=[request]), request.job_name, instance, resources)
 
 
 def test_upload_follow_review_reprocess_to_completed(
-    server, engine, instance, api_resources, landing
+    server, engine, instance, api_resources, service_landing
 ):
     acme = Client(server.url, new_key(engine, "acme"))
     answer = acme.upload("contacts.csv", FLAWED)
@@ -136,7 +61,7 @@ def test_upload_follow_review_reprocess_to_completed(
     assert body["status"] == "PENDING" and body["created"] is True
     assert answer.headers["location"] == f"/v1/jobs/{job_id}"
     # The service wrote the file and the job; the sensor launches the run.
-    assert (landing / body["file"]).read_bytes() == FLAWED
+    assert (service_landing / body["file"]).read_bytes() == FLAWED
     assert scalar(engine, "SELECT count(*) FROM import_jobs") == 1
 
     run_sensors(instance, api_resources)
@@ -242,12 +167,12 @@ def test_another_tenant_sees_nothing_and_no_key_gets_nothing(
 
 
 def test_oversized_and_malformed_requests_are_clear_4xx_and_write_nothing(
-    server, engine, instance, api_resources, landing
+    server, engine, instance, api_resources, service_landing
 ):
     acme = Client(server.url, new_key(engine, "acme"))
-    too_big = b"email\n" + b"x@y.io\n" * (MAX_UPLOAD // 7 + 10)
+    too_big = b"email\n" + b"x@y.io\n" * (SERVICE_MAX_UPLOAD // 7 + 10)
     answer = acme.upload("big.csv", too_big)
-    assert answer.status_code == 413 and str(MAX_UPLOAD) in answer.json()["detail"]
+    assert answer.status_code == 413 and str(SERVICE_MAX_UPLOAD) in answer.json()["detail"]
     # Streamed without a Content-Length: stopped at the limit all the same.
     answer = acme.post(
         "/v1/uploads",
@@ -264,7 +189,7 @@ def test_oversized_and_malformed_requests_are_clear_4xx_and_write_nothing(
         answer = acme.upload(name, content)
         assert answer.status_code == 422 and words in answer.json()["detail"], answer.text
     assert acme.post("/v1/uploads", content=CLEAN).status_code == 422  # no file_name
-    assert not list(landing.rglob("*.csv")) and not list(landing.rglob("*.exe"))
+    assert not list(service_landing.rglob("*.csv")) and not list(service_landing.rglob("*.exe"))
     assert scalar(engine, "SELECT count(*) FROM import_jobs") == 0
 
     job_id = acme.upload("contacts.csv", FLAWED).json()["job_id"]
@@ -304,29 +229,31 @@ def test_oversized_and_malformed_requests_are_clear_4xx_and_write_nothing(
     assert acme.get("/v1/jobs", params={"limit": 0}).status_code == 422
 
 
-def test_resumable_session_on_the_landing_folder(server, engine, instance, api_resources, landing):
+def test_resumable_session_on_the_landing_folder(
+    server, engine, instance, api_resources, service_landing
+):
     acme = Client(server.url, new_key(engine, "acme"))
     content = csv_text(*(f"p{i}@acme.io,P{i},Q{i},Acme" for i in range(5000)))
-    assert 2 * PART < len(content) < 3 * PART
+    assert 2 * SERVICE_PART < len(content) < 3 * SERVICE_PART
     session = acme.post(
         "/v1/upload-sessions", json={"file_name": "big.csv", "size": len(content)}
     ).json()
     url = session["url"]
-    assert session["part_size"] == PART and session["parts_received"] == []
-    parts = [content[i : i + PART] for i in range(0, len(content), PART)]
+    assert session["part_size"] == SERVICE_PART and session["parts_received"] == []
+    parts = [content[i : i + SERVICE_PART] for i in range(0, len(content), SERVICE_PART)]
     assert acme.put(f"{url}/parts/1", content=parts[0]).status_code == 200
     assert acme.put(f"{url}/parts/3", content=parts[2]).status_code == 200
     wrong = acme.put(f"{url}/parts/2", content=parts[1][:-1])
-    assert wrong.status_code == 422 and f"must be {PART} bytes" in wrong.json()["detail"]
+    assert wrong.status_code == 422 and f"must be {SERVICE_PART} bytes" in wrong.json()["detail"]
     # The connection dropped; the client asks what arrived and sends the rest.
     assert acme.get(url).json()["parts_received"] == [1, 3]
     early = acme.post(f"{url}/complete")
     assert early.status_code == 409 and "missing part(s) 2" in early.json()["detail"]
-    assert not list((landing / "uploads").rglob("*")) if (landing / "uploads").exists() else True
+    assert not list(service_landing.glob("uploads/*/*"))  # nothing visible to the sensor yet
     assert acme.put(f"{url}/parts/2", content=parts[1]).status_code == 200
     done = acme.post(f"{url}/complete")
     assert done.status_code == 201, done.text
-    assert (landing / done.json()["file"]).read_bytes() == content
+    assert (service_landing / done.json()["file"]).read_bytes() == content
     assert acme.post(f"{url}/complete").json()["job_id"] == done.json()["job_id"]
     # Another tenant cannot see or feed the session.
     globex = Client(server.url, new_key(engine, "globex"))
@@ -369,7 +296,7 @@ def test_resumable_session_on_s3_is_a_multipart_upload(engine, s3_endpoint, s3_b
 
 
 def test_import_limit_holds_across_two_server_processes_and_the_sensor(
-    server, service_env, engine, instance, api_resources, landing, tmp_path
+    server, service_env, engine, instance, api_resources, service_landing, tmp_path
 ):
     with engine.begin() as conn:
         set_import_limit(conn, "acme", 3, 3600)
@@ -392,11 +319,13 @@ def test_import_limit_holds_across_two_server_processes_and_the_sensor(
         if answer.status_code == 429:
             assert 3500 <= int(answer.headers["retry-after"]) <= 3600
             assert "import limit" in answer.json()["detail"]
-    assert len(list((landing / "uploads" / "acme").iterdir())) == 3  # refused ones not written
+    assert (
+        len(list((service_landing / "uploads" / "acme").iterdir())) == 3
+    )  # refused ones not written
     assert scalar(engine, "SELECT count(*) FROM admissions WHERE tenant_id = 'acme'") == 3
 
     # Files dropped in the bucket beyond the window wait PENDING; they are not dropped.
-    zone = LocalLandingZone(landing)
+    zone = LocalLandingZone(service_landing)
     waiting = [register_upload(engine, zone, "acme", f"b{i}.csv", CLEAN) for i in range(2)]
     other = register_upload(engine, zone, "globex", "g.csv", CLEAN)  # no limit: runs
     run_sensors(instance, api_resources)
@@ -440,7 +369,7 @@ class Receiver:
 
 
 def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
-    server, engine, instance, api_resources, landing
+    server, engine, instance, api_resources, service_landing
 ):
     receiver = Receiver(failures=2)
     try:
@@ -448,7 +377,7 @@ def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
         answer = acme.put("/v1/webhook", json={"url": receiver.url})
         secret = answer.json()["secret"]
         assert answer.status_code == 200 and secret.startswith("whsec_")
-        zone = LocalLandingZone(landing)
+        zone = LocalLandingZone(service_landing)
         _, done = import_bytes(engine, instance, api_resources, zone, "acme", "c.csv", CLEAN)
         assert done["status"] == "COMPLETED"
         deadline = time.monotonic() + 30
@@ -478,13 +407,13 @@ def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
 
 
 def test_a_receiver_that_never_answers_is_given_up_after_the_attempts(
-    server, engine, instance, api_resources, landing
+    server, engine, instance, api_resources, service_landing
 ):
     with engine.begin() as conn:
         from ingestion_pipeline.db.service import set_webhook
 
         set_webhook(conn, "acme", "http://127.0.0.1:9/closed-port")
-    zone = LocalLandingZone(landing)
+    zone = LocalLandingZone(service_landing)
     import_bytes(engine, instance, api_resources, zone, "acme", "c.csv", FLAWED)
     deadline = time.monotonic() + 30
     state = None
