@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo dev test test-fast lint format bench db-stop clean
+.PHONY: help install browser demo dev serve test test-fast lint format bench db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (se
 	mkdir -p landing/uploads
 	DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}" \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+serve: install ## Start the HTTP API and review page at http://127.0.0.1:8000 (docs at /docs)
+	$(BIN)/ingestion-pipeline serve --host 127.0.0.1 --port 8000
 
 test: install browser ## Run the tests and asset checks (real PostgreSQL, S3 API by moto, Chromium)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

@@ -27,6 +27,7 @@ from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import LocalLandingZone
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline_tests.helpers import (
+    ServiceProcess,
     chromium,
     cli_command,
     csv_text,
@@ -34,6 +35,7 @@ from ingestion_pipeline_tests.helpers import (
     free_port,
     import_bytes,
     job,
+    new_key,
     register_upload,
     rows,
     save_screenshot,
@@ -367,3 +369,80 @@ def test_a_burst_through_the_daemon_lands_in_batch_runs_and_a_bad_file_fails_alo
     batch_runs = rows(storage, query)
     storage.dispose()
     assert batch_runs and {status for (status,) in batch_runs} == {"SUCCESS"}
+
+
+def test_the_api_through_the_daemon_upload_review_reprocess_webhook(
+    dagster_dev, database_url, tmp_path
+):
+    """An application's whole round over HTTP, every run launched by the daemon's sensors."""
+    import http.server
+    import threading
+
+    import httpx
+
+    from ingestion_pipeline.service.signing import verify_webhook
+
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    engine = get_engine(database_url)
+    key = new_key(engine, "apptenant")
+    service = ServiceProcess(dagster_dev.env, tmp_path / "serve.log")
+    try:
+        api = httpx.Client(
+            base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        hook_url = f"http://127.0.0.1:{hook.server_port}/hook"
+        secret = api.put("/v1/webhook", json={"url": hook_url}).json()["secret"]
+        answer = api.post("/v1/uploads", params={"file_name": "crm.csv"}, content=FLAWED)
+        assert answer.status_code == 201
+        job_id = answer.json()["job_id"]
+
+        def wait_for(status: str) -> dict:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                state = api.get(f"/v1/jobs/{job_id}").json()
+                if state["status"] == status:
+                    return state
+                time.sleep(1)
+            raise AssertionError(f"{job_id} never reached {status}: {state}")
+
+        review = wait_for("NEEDS_REVIEW")
+        assert review["issues_by_kind"] == {"duplicate_email": 1, "invalid_email": 1}
+        decisions = [
+            {"row": 2, "action": "discard"},
+            {"row": 3, "action": "fix", "values": {"email": "fixed@acme.io"}},
+        ]
+        assert api.post(f"/v1/jobs/{job_id}/decisions", json={"decisions": decisions}).is_success
+        assert api.post(f"/v1/jobs/{job_id}/reprocess").status_code == 202
+        done = wait_for("COMPLETED")
+        assert done["contacts_created"] == 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(received) < 2:
+            time.sleep(0.5)
+    finally:
+        service.stop()
+        hook.shutdown()
+    events = [verify_webhook(secret, h, b)["type"] for h, b in received]
+    assert events == ["job.needs_review", "job.completed"]
+    # The runs are Dagster's: the daemon launched them from the service's requests.
+    storage = sa.create_engine(normalize_url(dagster_dev.env["DAGSTER_POSTGRES_URL"]))
+    runs = rows(
+        storage,
+        "SELECT r.pipeline_name, r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+        "WHERE t.key = 'dagster/partition' AND t.value = :job ORDER BY r.create_timestamp",
+        job=job_id,
+    )
+    storage.dispose()
+    assert runs == [("import_job", "SUCCESS"), ("reprocess_job", "SUCCESS")]
