@@ -3,6 +3,7 @@ PostgreSQL, the landing folder, and the project's sensors launching the runs."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import subprocess
@@ -22,6 +23,7 @@ from ingestion_pipeline.service.signing import InvalidSignatureError, verify_web
 from ingestion_pipeline.service.uploads import (
     ConflictError,
     Spooled,
+    accept_upload,
     complete_session,
     put_session_part,
     start_session,
@@ -294,6 +296,19 @@ def test_resumable_session_on_s3_is_a_multipart_upload(engine, s3_endpoint, s3_b
         assert stream.read() == content
     assert job(engine, outcome.job_id)["source_etag"] == info.etag
 
+    # A single upload lands on S3 the same way: one object, one job, the same job again.
+    tmp.write_bytes(CLEAN)
+    try:
+        body = Spooled(tmp, len(CLEAN), hashlib.sha256(CLEAN).hexdigest())
+        first = accept_upload(engine, zone, "acme", "small.csv", body, "k-1")
+        again = accept_upload(engine, zone, "acme", "small.csv", body, None)
+    finally:
+        tmp.unlink(missing_ok=True)
+    assert first.created and not again.created and first.job_id == again.job_id
+    small = job(engine, first.job_id)
+    with zone.open(small["source_key"], small["source_etag"]) as stream:
+        assert stream.read() == CLEAN
+
 
 def test_import_limit_holds_across_two_server_processes_and_the_sensor(
     server, service_env, engine, instance, api_resources, service_landing, tmp_path
@@ -482,3 +497,45 @@ def test_openapi_description_fuzzed_without_a_server_error(server, fuzz_key, tmp
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "Tested: 13" in proc.stdout and "Server error" not in proc.stdout, proc.stdout[-3000:]
+
+
+def test_keys_limits_webhooks_and_review_links_from_the_command_line(cli, engine):
+    code, out, err = cli("api-key", "create", "--tenant", "acme", "--name", "crm")
+    assert code == 0 and out.startswith("ipk_") and "shown once" in err
+    key = out.strip()
+    key_id = key.split("_")[1]
+    assert scalar(engine, "SELECT secret_sha256 FROM api_keys") not in key  # only a hash kept
+    code, out, _ = cli("api-key", "list", "--tenant", "acme")
+    assert key_id in out and "active" in out and "crm" in out
+    assert cli("api-key", "list", "--tenant", "globex")[1] == ""
+    assert cli("api-key", "revoke", key_id)[0] == 0
+    code, _, err = cli("api-key", "revoke", key_id)
+    assert code == 1 and "no active key" in err
+    assert "revoked" in cli("api-key", "list")[1]
+
+    code, out, _ = cli("tenant", "acme", "--import-limit", "5", "--window", "60")
+    assert code == 0 and "import limit: 5 per 60 s" in out
+    code, out, _ = cli("tenant", "acme", "--webhook", "http://127.0.0.1:9/hook")
+    assert "webhook: http://127.0.0.1:9/hook" in out and "webhook secret: whsec_" in out
+    code, _, err = cli("tenant", "acme", "--webhook", "ftp://example")
+    assert code == 1 and "http(s) URL" in err
+    code, out, _ = cli("tenant", "acme", "--no-limit", "--no-webhook")
+    assert "import limit: none" in out and "webhook: none" in out
+
+    code, _, err = cli("review-link", "acme-nothing-0000000000")
+    assert code == 1 and "no import job" in err
+
+
+def test_review_link_from_the_command_line_opens_that_job(cli, engine, local_zone):
+    from ingestion_pipeline.db.service import service_secret
+    from ingestion_pipeline.service.signing import read_token
+
+    job_id = register_upload(engine, local_zone, "acme", "c.csv", CLEAN)
+    code, out, _ = cli("review-link", job_id, "--hours", "2", "--base-url", "http://h:1/")
+    assert code == 0 and out.startswith(f"http://h:1/review/{job_id}?token=")
+    with engine.begin() as conn:
+        claims = read_token(service_secret(conn, "session"), out.strip().split("token=")[1])
+    assert claims["tenant"] == "acme" and claims["job"] == job_id
+    assert 7000 < claims["exp"] - time.time() <= 7200
+    code, _, err = cli("review-link", job_id, "--tenant", "globex")
+    assert code == 1 and "no import job" in err

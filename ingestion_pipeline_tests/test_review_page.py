@@ -105,6 +105,10 @@ def test_a_review_link_opens_one_job_and_nothing_else(
     assert client.get(f"/review/{two['job_id']}").status_code == 404
     assert client.get(f"/v1/jobs/{two['job_id']}").status_code == 404
     assert [j["job_id"] for j in client.get("/v1/jobs").json()["jobs"]] == [one["job_id"]]
+    # A link reviews; it does not upload or change the tenant's webhook.
+    upload = client.post("/v1/uploads", params={"file_name": "x.csv"}, content=flawed)
+    assert upload.status_code == 404
+    assert client.put("/v1/webhook", json={"url": "http://127.0.0.1:9/x"}).status_code == 404
     # The link's token opens only its own job, and expires.
     other = httpx.Client(base_url=server.url, timeout=30)
     assert other.get(f"/review/{two['job_id']}", params={"token": token}).status_code == 401

@@ -197,6 +197,11 @@ tenant_settings = sa.Table(
     sa.Column("webhook_url", sa.Text),
     sa.Column("webhook_secret", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.CheckConstraint(
+        "(import_limit IS NULL) = (window_seconds IS NULL) "
+        "AND coalesce(import_limit, 1) >= 0 AND coalesce(window_seconds, 1) > 0",
+        name="ck_tenant_settings_limit",
+    ),
 )
 
 # One row per import let in under a tenant's limit; the sliding window counts these.
@@ -207,6 +212,7 @@ admissions = sa.Table(
     sa.Column("tenant_id", sa.Text, nullable=False),
     sa.Column("job_id", sa.Text, unique=True),
     sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Index("ix_admissions_window", "tenant_id", "admitted_at"),
 )
 
 idempotency_keys = sa.Table(
@@ -233,6 +239,7 @@ upload_sessions = sa.Table(
     sa.Column("job_id", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_upload_sessions_tenant", "tenant_id"),
 )
 
 # Runs the service asks for (reprocess, continue after a mapping); request_sensor launches them.
@@ -252,7 +259,13 @@ webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
     sa.Column("delivery_id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column(
+        "event_id",
+        sa.Uuid,
+        nullable=False,
+        unique=True,
+        server_default=sa.text("gen_random_uuid()"),
+    ),
     sa.Column("tenant_id", sa.Text, nullable=False),
     sa.Column("job_id", sa.Text, nullable=False),
     sa.Column("event", sa.Text, nullable=False),
@@ -260,11 +273,20 @@ webhook_deliveries = sa.Table(
     sa.Column("payload", JSONB, nullable=False),
     sa.Column("state", sa.Text, nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("last_status", sa.Integer),
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(
+        "state IN ('pending', 'delivered', 'failed')", name="ck_webhook_deliveries_state"
+    ),
+    sa.Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=sa.text("state = 'pending'"),
+    ),
+    sa.Index("ix_webhook_deliveries_tenant", "tenant_id", "delivery_id"),
 )
 
 service_secrets = sa.Table(

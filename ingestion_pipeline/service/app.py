@@ -254,6 +254,17 @@ class Unauthorized(ServiceError):
 Caller = Annotated[Principal, Depends(principal)]
 
 
+def tenant_wide(who: Caller) -> Principal:
+    """A principal that acts for the whole tenant: a review link reaches its job only, so it
+    cannot upload or change the tenant's settings (its requests get the answer of a stranger)."""
+    if who.job_id is not None:
+        raise NotFoundError("no such resource for a review link")
+    return who
+
+
+TenantCaller = Annotated[Principal, Depends(tenant_wide)]
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -411,7 +422,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     async def upload(
         request: Request,
         response: Response,
-        who: Caller,
+        who: TenantCaller,
         file_name: Annotated[str, Query(min_length=1, max_length=255, pattern=FILE_NAME)],
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> dict[str, Any]:
@@ -447,7 +458,9 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         responses={**ERRORS, 413: {"model": Problem}},
         summary="Open a resumable upload: send its parts, then complete it",
     )
-    def create_upload_session(request: Request, who: Caller, body: SessionIn) -> dict[str, Any]:
+    def create_upload_session(
+        request: Request, who: TenantCaller, body: SessionIn
+    ) -> dict[str, Any]:
         """Parts are `part_size` bytes each (the last one the rest), numbered from 1."""
         service = _service(request)
         part_size = service.settings.api_part_size
@@ -467,7 +480,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         summary="A resumable upload: which parts arrived (send the others)",
     )
     def get_upload_session(
-        request: Request, who: Caller, session_id: Annotated[str, PathParam(max_length=64)]
+        request: Request, who: TenantCaller, session_id: Annotated[str, PathParam(max_length=64)]
     ) -> dict[str, Any]:
         return _session_view(open_session(_service(request).engine, who.tenant_id, session_id))
 
@@ -487,7 +500,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     )
     async def put_part(
         request: Request,
-        who: Caller,
+        who: TenantCaller,
         session_id: Annotated[str, PathParam(max_length=64)],
         number: Annotated[int, PathParam(ge=1, le=10_000)],
     ) -> dict[str, Any]:
@@ -518,7 +531,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     def complete_upload_session(
         request: Request,
         response: Response,
-        who: Caller,
+        who: TenantCaller,
         session_id: Annotated[str, PathParam(max_length=64)],
     ) -> dict[str, Any]:
         service = _service(request)
@@ -654,12 +667,10 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         responses=ERRORS,
         summary="Send the tenant's job events to a URL (null: stop)",
     )
-    def put_webhook(request: Request, who: Caller, body: WebhookIn) -> dict[str, Any]:
+    def put_webhook(request: Request, who: TenantCaller, body: WebhookIn) -> dict[str, Any]:
         """Events: job.completed, job.needs_review, job.needs_mapping, job.failed. The secret
         signs every delivery (headers webhook-id, webhook-timestamp, webhook-signature)."""
         service = _service(request)
-        if who.job_id is not None:
-            raise NotFoundError("no such resource")
         with service.engine.begin() as conn:
             secret = set_webhook(conn, who.tenant_id, body.url)
         return {"url": body.url, "secret": secret}
