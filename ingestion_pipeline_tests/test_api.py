@@ -491,6 +491,7 @@ def test_openapi_description_fuzzed_without_a_server_error(server, fuzz_key, tmp
             "--report-dir",
             str(tmp_path),
         ],
+        cwd=tmp_path,  # its example database stays out of the checkout
         capture_output=True,
         text=True,
         timeout=900,

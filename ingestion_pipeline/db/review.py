@@ -194,27 +194,33 @@ def apply_decisions(conn: Connection, job_id: str) -> AppliedDecisions:
     return AppliedDecisions(fixed=len(fixed_rows), discarded=discarded)
 
 
+# The page's rows are found first, in record order on the primary key (a page costs the same
+# wherever it starts), and only those rows are joined to their issues and decisions.
 _REVIEW_PAGE = sa.text(
     """
-    SELECT s.row_number, s.email, s.first_name, s.last_name, s.company,
+    WITH page AS (
+        SELECT s.row_number, s.email, s.first_name, s.last_name, s.company
+        FROM staging_rows s
+        WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND s.row_number > :after
+          AND (CAST(:kind AS text) IS NULL OR EXISTS (
+              SELECT 1 FROM issue_items k JOIN issues ki ON ki.issue_id = k.issue_id
+              WHERE k.job_id = s.job_id AND k.row_number = s.row_number
+                AND NOT ki.resolved AND ki.kind = :kind))
+        ORDER BY s.row_number
+        LIMIT :limit)
+    SELECT p.row_number, p.email, p.first_name, p.last_name, p.company,
            jsonb_agg(jsonb_build_object('kind', i.kind, 'field', i.field, 'message', i.message)
                      ORDER BY i.kind, i.field) AS problems,
            d.action AS pending_action, d.changes AS pending_changes
-    FROM staging_rows s
-    JOIN issue_items ii ON ii.job_id = s.job_id AND ii.row_number = s.row_number
+    FROM page p
+    JOIN issue_items ii ON ii.job_id = :job_id AND ii.row_number = p.row_number
     JOIN issues i ON i.issue_id = ii.issue_id AND NOT i.resolved
     LEFT JOIN LATERAL (
         SELECT action, changes FROM review_decisions r
-        WHERE r.job_id = s.job_id AND r.row_number = s.row_number AND r.applied_at IS NULL
+        WHERE r.job_id = :job_id AND r.row_number = p.row_number AND r.applied_at IS NULL
         ORDER BY r.decision_id DESC LIMIT 1) d ON true
-    WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND s.row_number > :after
-      AND (CAST(:kind AS text) IS NULL OR EXISTS (
-          SELECT 1 FROM issue_items k JOIN issues ki ON ki.issue_id = k.issue_id
-          WHERE k.job_id = s.job_id AND k.row_number = s.row_number
-            AND NOT ki.resolved AND ki.kind = :kind))
-    GROUP BY s.row_number, s.email, s.first_name, s.last_name, s.company, d.action, d.changes
-    ORDER BY s.row_number
-    LIMIT :limit
+    GROUP BY p.row_number, p.email, p.first_name, p.last_name, p.company, d.action, d.changes
+    ORDER BY p.row_number
     """
 )
 
@@ -230,15 +236,19 @@ def review_page(
 
 _ISSUES_PAGE = sa.text(
     """
-    SELECT i.issue_id, i.kind, i.field, i.message,
+    WITH page AS (
+        SELECT i.issue_id, i.kind, i.field, i.message
+        FROM issues i
+        WHERE i.job_id = :job_id AND NOT i.resolved AND i.issue_id > :after
+          AND (CAST(:kind AS text) IS NULL OR i.kind = :kind)
+        ORDER BY i.issue_id
+        LIMIT :limit)
+    SELECT p.issue_id, p.kind, p.field, p.message,
            array_agg(ii.row_number ORDER BY ii.row_number) AS rows
-    FROM issues i
-    JOIN issue_items ii ON ii.issue_id = i.issue_id
-    WHERE i.job_id = :job_id AND NOT i.resolved AND i.issue_id > :after
-      AND (CAST(:kind AS text) IS NULL OR i.kind = :kind)
-    GROUP BY i.issue_id
-    ORDER BY i.issue_id
-    LIMIT :limit
+    FROM page p
+    JOIN issue_items ii ON ii.issue_id = p.issue_id
+    GROUP BY p.issue_id, p.kind, p.field, p.message
+    ORDER BY p.issue_id
     """
 )
 

@@ -98,6 +98,7 @@ issues = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("job_id", "kind", "field", "issue_key", name="uq_issues_identity"),
+    sa.Index("ix_issues_job_id", "job_id", "issue_id"),
 )
 
 issue_items = sa.Table(

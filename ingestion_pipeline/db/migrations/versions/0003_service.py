@@ -147,6 +147,8 @@ def upgrade() -> None:
         sa.Column("secret", sa.Text, nullable=False),
         sa.Column("created_at", TS, nullable=False, server_default=NOW),
     )
+    # The API pages a job's issues in id order.
+    op.create_index("ix_issues_job_id", "issues", ["job_id", "issue_id"])
     op.execute(JOB_EVENT_FUNCTION)
     op.execute(JOB_EVENT_TRIGGER)
 
@@ -154,6 +156,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TRIGGER import_jobs_webhook_event ON import_jobs")
     op.execute("DROP FUNCTION import_job_webhook_event()")
+    op.drop_index("ix_issues_job_id", "issues")
     for table in (
         "service_secrets",
         "webhook_deliveries",
