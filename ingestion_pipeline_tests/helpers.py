@@ -324,12 +324,16 @@ def chromium():
 
 def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
     """The page's visible text once it shows every one of `texts`."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + timeout
     body = ""
     while time.monotonic() < deadline:
-        body = driver.find_element(By.TAG_NAME, "body").text
+        try:
+            body = driver.find_element(By.TAG_NAME, "body").text
+        except (StaleElementReferenceException, NoSuchElementException):
+            body = ""  # the page is being replaced (a reload as the job settles)
         if all(t in body for t in texts):
             return body
         time.sleep(0.5)
