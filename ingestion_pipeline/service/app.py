@@ -343,6 +343,13 @@ def _run(service: Service, who: Principal, job: dict[str, Any], job_name: str, s
 
 # --- The app -------------------------------------------------------------------------------
 
+# Uploads and parts are the raw bytes of the file, not a form or JSON.
+BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
     401: {"model": Problem},
@@ -410,14 +417,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
             429: {"model": Problem},
         },
         summary="Upload a file (the request body); returns its import job",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                },
-            }
-        },
+        openapi_extra=BINARY_BODY,
     )
     async def upload(
         request: Request,
@@ -489,14 +489,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         response_model=SessionOut,
         responses={**ERRORS, 409: {"model": Problem}, 413: {"model": Problem}},
         summary="Send one part (sending it again replaces it)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                },
-            }
-        },
+        openapi_extra=BINARY_BODY,
     )
     async def put_part(
         request: Request,

@@ -6,6 +6,7 @@ Free of the web framework: the app streams the body to a spooled file and calls 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
@@ -114,22 +115,28 @@ def check_file_name(tenant_id: str, file_name: str) -> str:
         raise InvalidRequestError(str(exc).replace(f"uploads/{tenant_id}/", "")) from None
 
 
-def _register(engine: Engine, tenant_id: str, info: ObjectInfo, admission_id: int | None) -> str:
-    parsed = parse_upload_key(info.key)
-    job_id = job_id_for(tenant_id, info.key, info.etag)
-    with engine.begin() as conn:
-        register_jobs(conn, [NewJob(job_id, tenant_id, info.key, info.etag, parsed.file_name)])
-        if admission_id is not None:
-            attach_admission(conn, admission_id, job_id)
-    return job_id
-
-
-def _admission(engine: Engine, tenant_id: str) -> int | None:
+def _admit_and_land(engine: Engine, tenant_id: str, land: Callable[[], ObjectInfo]) -> str:
+    """Take a place in the tenant's import window (429 when there is none), put the object in
+    the landing zone with `land`, and register its job; the place is given back if landing
+    fails, so a refused or broken upload costs the tenant nothing."""
     with engine.begin() as conn:
         verdict = admit(conn, tenant_id)[0]
     if not verdict.admitted:
         raise RateLimitedError(tenant_id, verdict.retry_after)
-    return verdict.admission_id
+    try:
+        info = land()
+        parsed = parse_upload_key(info.key)
+        job_id = job_id_for(tenant_id, info.key, info.etag)
+        with engine.begin() as conn:
+            register_jobs(conn, [NewJob(job_id, tenant_id, info.key, info.etag, parsed.file_name)])
+            if verdict.admission_id is not None:
+                attach_admission(conn, verdict.admission_id, job_id)
+    except BaseException:
+        if verdict.admission_id is not None:
+            with engine.begin() as conn:
+                release_admission(conn, verdict.admission_id)
+        raise
+    return job_id
 
 
 def accept_upload(
@@ -162,16 +169,12 @@ def accept_upload(
             job_id = job_for_source(conn, tenant_id, key, existing.etag)
     created = job_id is None
     if job_id is None:
-        admission_id = _admission(engine, tenant_id)
-        try:
+
+        def land() -> ObjectInfo:
             with body.path.open("rb") as data:
-                info = zone.write(key, data)
-            job_id = _register(engine, tenant_id, info, admission_id)
-        except BaseException:
-            if admission_id is not None:
-                with engine.begin() as conn:
-                    release_admission(conn, admission_id)
-            raise
+                return zone.write(key, data)
+
+        job_id = _admit_and_land(engine, tenant_id, land)
     if idempotency_key:
         with engine.begin() as conn:
             sha, job_id = remember_idempotency_key(
@@ -255,16 +258,12 @@ def complete_session(
     if missing:
         shown = ", ".join(map(str, missing[:20]))
         raise ConflictError(f"upload session {session_id} is missing part(s) {shown}")
-    admission_id = _admission(engine, tenant_id)
-    try:
-        parts = [(int(n), p["etag"]) for n, p in session["parts"].items()]
-        info = zone.complete_upload(session["object_key"], session["upload_id"], parts)
-        job_id = _register(engine, tenant_id, info, admission_id)
-    except BaseException:
-        if admission_id is not None:
-            with engine.begin() as conn:
-                release_admission(conn, admission_id)
-        raise
+    parts = [(int(n), p["etag"]) for n, p in session["parts"].items()]
+    job_id = _admit_and_land(
+        engine,
+        tenant_id,
+        lambda: zone.complete_upload(session["object_key"], session["upload_id"], parts),
+    )
     with engine.begin() as conn:
         finish_session(conn, session_id, job_id)
     return UploadOutcome(job_id, created=True)
