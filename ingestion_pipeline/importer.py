@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.constants import JobStatus
@@ -24,7 +23,15 @@ from ingestion_pipeline.db.consolidation import (
     ConsolidationResult,
     consolidate_job,
 )
-from ingestion_pipeline.db.jobs import get_job, staged_row_count, update_job
+from ingestion_pipeline.db.jobs import (
+    get_job,
+    hold_job_lock,
+    set_failed,
+    set_processing,
+    staged_row_count,
+    unstage_and_fail,
+    update_job,
+)
 from ingestion_pipeline.db.mappings import remember_mapping, remembered_mapping
 from ingestion_pipeline.db.review import (
     ReviewError,
@@ -34,7 +41,7 @@ from ingestion_pipeline.db.review import (
     review_file_seen,
     rows_for_review,
 )
-from ingestion_pipeline.db.staging import copy_chunk, prepare_chunk
+from ingestion_pipeline.db.staging import analyze_staging, copy_chunk, prepare_chunk
 from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
 from ingestion_pipeline.reading import FileFormat, open_contact_file
@@ -112,26 +119,17 @@ def job_lock(engine: Engine, job_id: str) -> Iterator[None]:
     The lock lives on a connection of its own in autocommit, so no transaction stays open
     while it is held; a process that dies releases it with its connection.
     """
-    key = {"key": f"job:{job_id}"}
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
-        try:
-            yield
-        finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        hold_job_lock(conn, job_id),
+    ):
+        yield
 
 
 def mark_processing(engine: Engine, job_id: str) -> None:
     """Enter PROCESSING (from any state but COMPLETED) and clear the last error."""
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE import_jobs SET status = 'PROCESSING', error = NULL, updated_at = now(), "
-                "started_at = coalesce(started_at, now()) "
-                "WHERE job_id = :job_id AND status <> 'COMPLETED'"
-            ),
-            {"job_id": job_id},
-        )
+        set_processing(conn, job_id)
 
 
 def mark_failed(engine: Engine, job_id: str, error: str, *, only_running: bool = False) -> bool:
@@ -140,43 +138,15 @@ def mark_failed(engine: Engine, job_id: str, error: str, *, only_running: bool =
     With `only_running`, a job under review keeps its status: a failed reprocessing run leaves
     its staging and issues as they were.
     """
-    states = (
-        ("PENDING", "PROCESSING")
-        if only_running
-        else ("PENDING", "PROCESSING", "NEEDS_REVIEW", "FAILED")
-    )
     with engine.begin() as conn:
-        result = conn.execute(
-            sa.text(
-                "UPDATE import_jobs SET status = 'FAILED', error = :error, updated_at = now(), "
-                "finished_at = now() WHERE job_id = :job_id AND status = ANY(:states)"
-            ),
-            {"job_id": job_id, "error": error[:4000], "states": list(states)},
-        )
-        return result.rowcount == 1
+        return set_failed(conn, job_id, error, only_running=only_running)
 
 
 def reject_upload(engine: Engine, job_id: str, error: str) -> None:
     """Fail the job for bad input and take back what it staged, in one transaction: a file
     rejected at record 600,001 leaves no rows, issues or progress behind, only the error."""
     with engine.begin() as conn:
-        params = {"job_id": job_id}
-        status = conn.scalar(
-            sa.text("SELECT status FROM import_jobs WHERE job_id = :job_id FOR UPDATE"), params
-        )
-        if status is None or status == JobStatus.COMPLETED.value:
-            return
-        # issue_items and review_decisions go with their rows (ON DELETE CASCADE).
-        conn.execute(sa.text("DELETE FROM issues WHERE job_id = :job_id"), params)
-        conn.execute(sa.text("DELETE FROM staging_rows WHERE job_id = :job_id"), params)
-        conn.execute(
-            sa.text(
-                "UPDATE import_jobs SET status = 'FAILED', error = :error, total_rows = NULL, "
-                "processed_rows = 0, issue_count = 0, updated_at = now(), finished_at = now() "
-                "WHERE job_id = :job_id"
-            ),
-            {**params, "error": error[:4000]},
-        )
+        unstage_and_fail(conn, job_id, error)
 
 
 def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
@@ -460,7 +430,7 @@ def stage_upload(
         if result.rows_written >= ANALYZE_AFTER_ROWS:
             # Fresh statistics after a bulk load, so validation plans hash joins, not index
             # loops; a small file's rows change nothing the planner needs to know.
-            conn.execute(sa.text("ANALYZE staging_rows"))
+            analyze_staging(conn)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 
-from ingestion_pipeline.db.lake import copy_job_rows
+from ingestion_pipeline.db.lake import copy_job_rows, ensure_schema
 from ingestion_pipeline.db.tables import contacts
 
 if TYPE_CHECKING:
@@ -81,10 +81,7 @@ def catalog(
     from pyiceberg.catalog.sql import SqlCatalog
 
     url = make_url(catalog_uri or database_url)
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
-    engine.dispose()
+    ensure_schema(url, CATALOG_SCHEMA)
     query = {**url.query, "options": f"-csearch_path={CATALOG_SCHEMA}"}
     scoped = url.set(query=query).render_as_string(hide_password=False)
     if "://" not in warehouse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,3 +159,66 @@ def list_jobs(
     if status is not None:
         query = query.where(import_jobs.c.status == status)
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+@contextmanager
+def hold_job_lock(conn: Connection, job_id: str) -> Iterator[None]:
+    """The job's session-level advisory lock, held on `conn` (an autocommit connection)."""
+    key = {"key": f"job:{job_id}"}
+    conn.execute(sa.text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
+    try:
+        yield
+    finally:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
+
+
+def set_processing(conn: Connection, job_id: str) -> None:
+    """PROCESSING (from any state but COMPLETED), last error cleared, started_at kept."""
+    conn.execute(
+        sa.text(
+            "UPDATE import_jobs SET status = 'PROCESSING', error = NULL, updated_at = now(), "
+            "started_at = coalesce(started_at, now()) "
+            "WHERE job_id = :job_id AND status <> 'COMPLETED'"
+        ),
+        {"job_id": job_id},
+    )
+
+
+def set_failed(conn: Connection, job_id: str, error: str, *, only_running: bool = False) -> bool:
+    """FAILED with the error, never over COMPLETED (nor, `only_running`, over a job under
+    review); True if the job changed."""
+    states = (
+        ("PENDING", "PROCESSING")
+        if only_running
+        else ("PENDING", "PROCESSING", "NEEDS_REVIEW", "FAILED")
+    )
+    result = conn.execute(
+        sa.text(
+            "UPDATE import_jobs SET status = 'FAILED', error = :error, updated_at = now(), "
+            "finished_at = now() WHERE job_id = :job_id AND status = ANY(:states)"
+        ),
+        {"job_id": job_id, "error": error[:4000], "states": list(states)},
+    )
+    return result.rowcount == 1
+
+
+def unstage_and_fail(conn: Connection, job_id: str, error: str) -> None:
+    """Delete what the job staged and its issues, then fail it with the error (not when it is
+    COMPLETED); the job row is locked first."""
+    params = {"job_id": job_id}
+    status = conn.scalar(
+        sa.text("SELECT status FROM import_jobs WHERE job_id = :job_id FOR UPDATE"), params
+    )
+    if status is None or status == JobStatus.COMPLETED.value:
+        return
+    # issue_items and review_decisions go with their rows (ON DELETE CASCADE).
+    conn.execute(sa.text("DELETE FROM issues WHERE job_id = :job_id"), params)
+    conn.execute(sa.text("DELETE FROM staging_rows WHERE job_id = :job_id"), params)
+    conn.execute(
+        sa.text(
+            "UPDATE import_jobs SET status = 'FAILED', error = :error, total_rows = NULL, "
+            "processed_rows = 0, issue_count = 0, updated_at = now(), finished_at = now() "
+            "WHERE job_id = :job_id"
+        ),
+        {**params, "error": error[:4000]},
+    )

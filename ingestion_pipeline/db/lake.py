@@ -32,3 +32,13 @@ def copy_job_rows(engine: Engine, job_id: str, columns: list[str], out: BinaryIO
             cursor.copy_expert(query, out)
         finally:
             cursor.close()
+
+
+def ensure_schema(url: sa.URL, schema: str) -> None:
+    """Create `schema` in the database at `url` if it is not there (the lake's SQL catalog)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()

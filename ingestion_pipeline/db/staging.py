@@ -8,6 +8,7 @@ import io
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, IssueKind, RowStatus
@@ -128,3 +129,8 @@ def copy_chunk(conn: Connection, frame: pd.DataFrame, *, resume: bool) -> int:
         return cursor.rowcount
     finally:
         cursor.close()
+
+
+def analyze_staging(conn: Connection) -> None:
+    """Fresh planner statistics for staging_rows (after a bulk load)."""
+    conn.execute(sa.text("ANALYZE staging_rows"))
