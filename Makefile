@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo dev serve test test-fast lint format bench db-stop clean
+.PHONY: help install browser demo dev serve test test-fast lint format bench bench-peers db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -60,6 +60,17 @@ test-fast: install ## The inner loop: every test but the browser, daemon and cra
 BENCH_ARGS ?=
 bench: install ## Benchmark the import against COPY of the same file (BENCH_ARGS="--rows N")
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Peers run in a virtual environment of their own, so their dependencies never meet ours.
+PEERS := .venv-peers
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet "dlt[postgres]>=1.5,<2"
+	touch $@
+
+bench-peers: install $(PEERS)/.installed ## dlt's default pipeline beside our import on the same file (BENCH_ARGS="--rows N")
+	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .
