@@ -556,6 +556,30 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.db.service import list_deliveries
+    from ingestion_pipeline.service.webhooks import deliver_until_stopped, retry_policy
+
+    if args.action == "deliver":
+        try:
+            sent = deliver_until_stopped(_engine(), retry_policy(load_settings()), once=args.once)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        print(f"{sent} delivery attempt(s)")
+        return EXIT_OK
+    if not args.tenant:
+        raise UsageError("webhooks log needs --tenant")
+    with _engine().connect() as conn:
+        deliveries = list_deliveries(conn, args.tenant, job_id=args.job, limit=args.limit)
+    for d in deliveries:
+        status = d["last_status"] if d["last_status"] is not None else "-"
+        print(
+            f"{d['created_at']:%Y-%m-%d %H:%M:%S}  {d['event']:<18} {d['state']:<9} "
+            f"attempts {d['attempts']}  last {status}  {d['job_id']}  {d['last_error'] or ''}"
+        )
+    return EXIT_OK
+
+
 def _cmd_review_link(args: argparse.Namespace) -> int:
     from ingestion_pipeline.db.service import service_secret
     from ingestion_pipeline.service.pages import review_link_token
@@ -672,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook", metavar="URL", help="send job events here, signed")
     p.add_argument("--no-webhook", action="store_true", help="stop sending job events")
     p.add_argument("--show-secret", action="store_true", help="print the webhook secret")
+
+    p = command("webhooks", "send due webhook deliveries, or show the delivery log", _cmd_webhooks)
+    p.add_argument("action", choices=["deliver", "log"])
+    p.add_argument("--once", action="store_true", help="deliver: stop when nothing is due")
+    p.add_argument("--tenant", type=_tenant, help="log: the tenant (required)")
+    p.add_argument("--job", help="log: only this job's events")
+    p.add_argument("--limit", type=int, default=50, help="log: at most this many (default 50)")
 
     p = command(
         "review-link", "print a signed link to a job's review page", _cmd_review_link, job=True

@@ -540,3 +540,45 @@ def test_review_link_from_the_command_line_opens_that_job(cli, engine, local_zon
     assert 7000 < claims["exp"] - time.time() <= 7200
     code, _, err = cli("review-link", job_id, "--tenant", "globex")
     assert code == 1 and "no import job" in err
+
+
+def test_an_expired_session_is_swept_with_its_parts(engine, local_zone, landing_dir):
+    from ingestion_pipeline.service.uploads import sweep_expired_sessions
+
+    session = start_session(engine, local_zone, "acme", "old.csv", 10, 5)
+    part = landing_dir / "part.bin"
+    part.write_bytes(b"email")
+    put_session_part(engine, local_zone, "acme", session["session_id"], 1, Spooled(part, 5, ""))
+    parts_dir = landing_dir / ".uploads" / session["upload_id"]
+    assert (parts_dir / "1").read_bytes() == b"email"
+    fresh = start_session(engine, local_zone, "acme", "new.csv", 10, 5)
+    assert sweep_expired_sessions(engine, local_zone) == 0  # nothing expired yet
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE upload_sessions SET expires_at = now() - interval '1 second' "
+                    "WHERE session_id = :s"),
+            {"s": session["session_id"]},
+        )  # fmt: skip
+    assert sweep_expired_sessions(engine, local_zone) == 1
+    assert not parts_dir.exists()
+    assert rows(engine, "SELECT session_id FROM upload_sessions") == [(fresh["session_id"],)]
+
+
+def test_webhooks_delivered_and_logged_from_the_command_line(cli, engine, local_zone):
+    receiver = Receiver(failures=0)
+    try:
+        assert cli("tenant", "acme", "--webhook", receiver.url)[0] == 0
+        job_id = register_upload(engine, local_zone, "acme", "c.csv", CLEAN)
+        with engine.begin() as conn:  # any writer's status change makes an event
+            conn.execute(
+                sa.text("UPDATE import_jobs SET status = 'FAILED', error = 'x' WHERE job_id = :j"),
+                {"j": job_id},
+            )
+        code, out, _ = cli("webhooks", "deliver", "--once")
+    finally:
+        receiver.close()
+    assert code == 0 and "1 delivery attempt(s)" in out
+    assert [json.loads(body)["type"] for _, body, _ in receiver.received] == ["job.failed"]
+    code, out, _ = cli("webhooks", "log", "--tenant", "acme")
+    assert "job.failed" in out and "delivered" in out and job_id in out
+    assert cli("webhooks", "log", "--tenant", "globex")[1] == ""

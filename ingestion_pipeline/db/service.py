@@ -340,6 +340,21 @@ def record_part(conn: Connection, session_id: str, number: int, etag: str, size:
     )
 
 
+def expired_sessions(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Sessions past their expiry that never completed: their parts are to be thrown away."""
+    query = (
+        sa.select(upload_sessions)
+        .where(upload_sessions.c.expires_at <= sa.func.now(), upload_sessions.c.job_id.is_(None))
+        .order_by(upload_sessions.c.expires_at)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def delete_session(conn: Connection, session_id: str) -> None:
+    conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.session_id == session_id))
+
+
 def finish_session(conn: Connection, session_id: str, job_id: str) -> None:
     conn.execute(
         sa.update(upload_sessions)

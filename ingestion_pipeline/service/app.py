@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,9 @@ from ingestion_pipeline.service.uploads import (
     open_session,
     put_session_part,
     start_session,
+    sweep_expired_sessions,
 )
-from ingestion_pipeline.service.webhooks import RetryPolicy, deliver_due
+from ingestion_pipeline.service.webhooks import deliver_due, retry_policy
 from ingestion_pipeline.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -791,16 +793,21 @@ def request_reprocess(
     raise ConflictError(f"job {job['job_id']} is {status}; only NEEDS_REVIEW or FAILED jobs rerun")
 
 
+SWEEP_EVERY_SECONDS = 600
+
+
 async def _deliver_forever(service: Service) -> None:
-    policy = RetryPolicy(
-        base_seconds=service.settings.webhook_retry_seconds,
-        max_attempts=service.settings.webhook_max_attempts,
-    )
+    """Send due webhooks; every ten minutes, throw away upload sessions that expired."""
+    policy = retry_policy(service.settings)
+    next_sweep = 0.0
     while True:
         try:
             sent = await run_in_threadpool(deliver_due, service.engine, policy)
+            if time.monotonic() >= next_sweep:
+                await run_in_threadpool(sweep_expired_sessions, service.engine, service.zone)
+                next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         except Exception:  # the loop outlives a database restart; the error is logged
-            log.exception("webhook delivery failed; trying again")
+            log.exception("webhook delivery or session sweep failed; trying again")
             sent = 0
         await asyncio.sleep(0.05 if sent else 0.5)
 

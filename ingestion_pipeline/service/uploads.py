@@ -19,6 +19,8 @@ from ingestion_pipeline.db.service import (
     admit,
     attach_admission,
     create_session,
+    delete_session,
+    expired_sessions,
     finish_session,
     get_session,
     idempotent_job,
@@ -267,3 +269,14 @@ def complete_session(
     with engine.begin() as conn:
         finish_session(conn, session_id, job_id)
     return UploadOutcome(job_id, created=True)
+
+
+def sweep_expired_sessions(engine: Engine, zone: LandingZone) -> int:
+    """Abort the uploads of sessions that expired unfinished and forget them; how many."""
+    with engine.connect() as conn:
+        stale = expired_sessions(conn)
+    for session in stale:
+        zone.abort_upload(session["object_key"], session["upload_id"])
+        with engine.begin() as conn:
+            delete_session(conn, session["session_id"])
+    return len(stale)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.db.service import claim_due_deliveries, record_attempt
 from ingestion_pipeline.service.signing import sign_webhook
+from ingestion_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,25 @@ class RetryPolicy:
         if attempts_made >= self.max_attempts:
             return None
         return min(self.base_seconds * 2 ** (attempts_made - 1), self.cap_seconds)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        base_seconds=settings.webhook_retry_seconds, max_attempts=settings.webhook_max_attempts
+    )
+
+
+def deliver_until_stopped(engine: Engine, policy: RetryPolicy, *, once: bool = False) -> int:
+    """Send due deliveries until interrupted (or, `once`, until none is due); how many were
+    attempted. For deployments that record events but run no `serve` process."""
+    attempted = 0
+    while True:
+        sent = deliver_due(engine, policy)
+        attempted += sent
+        if once and not sent:
+            return attempted
+        if not sent:
+            time.sleep(0.5)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
