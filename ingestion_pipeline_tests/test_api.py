@@ -582,3 +582,33 @@ def test_webhooks_delivered_and_logged_from_the_command_line(cli, engine, local_
     code, out, _ = cli("webhooks", "log", "--tenant", "acme")
     assert "job.failed" in out and "delivered" in out and job_id in out
     assert cli("webhooks", "log", "--tenant", "globex")[1] == ""
+
+
+def test_a_form_upload_is_the_same_upload(server, engine, instance, api_resources):
+    acme = Client(server.url, new_key(engine, "acme"))
+    form = acme.post("/v1/uploads", files={"file": ("C:\\fakepath\\crm.csv", FLAWED, "text/csv")})
+    assert form.status_code == 201, form.text
+    assert form.json()["file"].startswith("uploads/acme/crm.") and form.json()["created"]
+    # The same bytes sent raw are the same job; a form may name the file itself.
+    raw = acme.upload("crm.csv", FLAWED)
+    assert raw.status_code == 200 and raw.json()["job_id"] == form.json()["job_id"]
+    named = acme.post(
+        "/v1/uploads", params={"file_name": "other.csv"}, files={"file": ("x.bin", CLEAN)}
+    )
+    assert named.status_code == 201 and "/other." in named.json()["file"]
+    for files, data, status, words in [
+        ({"document": ("a.csv", CLEAN)}, None, 422, "no 'file' part"),
+        ({"file": ("a.exe", CLEAN)}, None, 422, "unsupported extension"),
+        ({"file": ("big.csv", b"x" * (SERVICE_MAX_UPLOAD + 1))}, None, 413, "limit"),
+    ]:
+        answer = acme.post("/v1/uploads", files=files, data=data)
+        assert answer.status_code == status and words in answer.json()["detail"], answer.text
+    broken = acme.post(
+        "/v1/uploads",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nno end',
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert broken.status_code == 422
+    assert scalar(engine, "SELECT count(*) FROM import_jobs") == 2
+    run_sensors(instance, api_resources)
+    assert acme.get(form.json()["url"]).json()["status"] == "NEEDS_REVIEW"

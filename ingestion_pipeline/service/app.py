@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -47,6 +47,7 @@ from ingestion_pipeline.service.uploads import (
     Spooled,
     TooLargeError,
     accept_upload,
+    check_file_name,
     complete_session,
     open_session,
     put_session_part,
@@ -301,6 +302,48 @@ def tenant_job(service: Service, who: Principal, job_id: str) -> dict[str, Any]:
     return job
 
 
+async def spool_form(request: Request, limit: int) -> tuple[Spooled, str | None]:
+    """A multipart/form-data upload: its `file` part spooled and hashed as `spool` does, and
+    the part's file name; 413 past `limit`, 422 for a form that is not one."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def limited() -> AsyncIterator[bytes]:
+        seen = 0
+        async for block in request.stream():
+            seen += len(block)
+            if seen > limit + 64 * 1024:  # the form's own lines ride on top of the file
+                raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
+            yield block
+
+    parser = MultiPartParser(request.headers, limited(), max_files=1, max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidRequestError(f"the multipart body could not be read: {exc.message}") from None
+    try:
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise InvalidRequestError("the multipart body has no 'file' part")
+        digest = hashlib.sha256()
+        size = 0
+        handle, name = tempfile.mkstemp(prefix="upload-", suffix=".part")
+        path = Path(name)
+        with os.fdopen(handle, "wb") as out:
+            while block := await part.read(1024 * 1024):
+                size += len(block)
+                if size > limit:
+                    path.unlink(missing_ok=True)
+                    raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
+                digest.update(block)
+                out.write(block)
+        # Browsers send a bare name; some clients a path (even C:\\fakepath\\x.csv).
+        name = PurePosixPath((part.filename or "").replace("\\", "/")).name or None
+        return Spooled(path=path, size=size, sha256=digest.hexdigest()), name
+    finally:
+        await form.close()
+
+
 async def spool(request: Request, limit: int) -> Spooled:
     """Stream the request body to a temporary file, hashing it; 413 past `limit` bytes."""
     declared = request.headers.get("content-length")
@@ -345,11 +388,20 @@ def _run(service: Service, who: Principal, job: dict[str, Any], job_name: str, s
 
 # --- The app -------------------------------------------------------------------------------
 
-# Uploads and parts are the raw bytes of the file, not a form or JSON.
+# Parts are the raw bytes of the file; an upload is those bytes, or a form with a file part.
+_BINARY = {"type": "string", "format": "binary"}
 BINARY_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": _BINARY}}}
+}
+UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {
+            "application/octet-stream": {"schema": _BINARY},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}
+            },
+        },
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -419,23 +471,35 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
             429: {"model": Problem},
         },
         summary="Upload a file (the request body); returns its import job",
-        openapi_extra=BINARY_BODY,
+        openapi_extra=UPLOAD_BODY,
     )
     async def upload(
         request: Request,
         response: Response,
         who: TenantCaller,
-        file_name: Annotated[str, Query(min_length=1, max_length=255, pattern=FILE_NAME)],
+        file_name: Annotated[
+            str | None, Query(min_length=1, max_length=255, pattern=FILE_NAME)
+        ] = None,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> dict[str, Any]:
-        """The body is the file's bytes. `Idempotency-Key`: the same key and bytes return
-        the same job; the same key with other bytes is a 409."""
+        """The body is the file's bytes (`file_name` names it), or a `multipart/form-data`
+        form whose `file` part is the file (its file name is used unless `file_name` is
+        given). `Idempotency-Key`: the same key and bytes return the same job; the same key
+        with other bytes is a 409."""
         service = _service(request)
-        from ingestion_pipeline.service.uploads import check_file_name
-
-        check_file_name(who.tenant_id, file_name)
-        body = await spool(request, service.settings.api_max_upload_bytes)
+        limit = service.settings.api_max_upload_bytes
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            body, part_name = await spool_form(request, limit)
+            file_name = file_name or part_name
+        else:
+            if not file_name:
+                raise InvalidRequestError("query.file_name: required when the body is the file")
+            check_file_name(who.tenant_id, file_name)
+            body = await spool(request, limit)
         try:
+            if not file_name:
+                raise InvalidRequestError("the form's file part has no file name: pass file_name")
+            check_file_name(who.tenant_id, file_name)
             outcome = await run_in_threadpool(
                 accept_upload,
                 service.engine,
