@@ -302,9 +302,37 @@ def tenant_job(service: Service, who: Principal, job_id: str) -> dict[str, Any]:
     return job
 
 
+async def _spool_blocks(blocks: AsyncIterator[bytes], limit: int) -> Spooled:
+    """Write `blocks` to a temporary file as they come, hashing them; 413 past `limit`."""
+    digest = hashlib.sha256()
+    size = 0
+    handle, name = tempfile.mkstemp(prefix="upload-", suffix=".part")
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            async for block in blocks:
+                size += len(block)
+                if size > limit:
+                    raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
+                digest.update(block)
+                out.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Spooled(path=path, size=size, sha256=digest.hexdigest())
+
+
+async def spool(request: Request, limit: int) -> Spooled:
+    """The request body in a temporary file, never in memory; 413 past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"the upload is {declared} bytes; the limit is {limit}")
+    return await _spool_blocks(request.stream(), limit)
+
+
 async def spool_form(request: Request, limit: int) -> tuple[Spooled, str | None]:
-    """A multipart/form-data upload: its `file` part spooled and hashed as `spool` does, and
-    the part's file name; 413 past `limit`, 422 for a form that is not one."""
+    """A multipart/form-data upload: its `file` part spooled as `spool` does, and the part's
+    file name; 413 past `limit`, 422 for a form that is not one."""
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -325,46 +353,17 @@ async def spool_form(request: Request, limit: int) -> tuple[Spooled, str | None]
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise InvalidRequestError("the multipart body has no 'file' part")
-        digest = hashlib.sha256()
-        size = 0
-        handle, name = tempfile.mkstemp(prefix="upload-", suffix=".part")
-        path = Path(name)
-        with os.fdopen(handle, "wb") as out:
+
+        async def blocks() -> AsyncIterator[bytes]:
             while block := await part.read(1024 * 1024):
-                size += len(block)
-                if size > limit:
-                    path.unlink(missing_ok=True)
-                    raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
-                digest.update(block)
-                out.write(block)
+                yield block
+
+        spooled = await _spool_blocks(blocks(), limit)
         # Browsers send a bare name; some clients a path (even C:\\fakepath\\x.csv).
         name = PurePosixPath((part.filename or "").replace("\\", "/")).name or None
-        return Spooled(path=path, size=size, sha256=digest.hexdigest()), name
+        return spooled, name
     finally:
         await form.close()
-
-
-async def spool(request: Request, limit: int) -> Spooled:
-    """Stream the request body to a temporary file, hashing it; 413 past `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLargeError(f"the upload is {declared} bytes; the limit is {limit}")
-    digest = hashlib.sha256()
-    size = 0
-    handle, name = tempfile.mkstemp(prefix="upload-", suffix=".part")
-    path = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            async for block in request.stream():
-                size += len(block)
-                if size > limit:
-                    raise TooLargeError(f"the upload is larger than the limit of {limit} bytes")
-                digest.update(block)
-                out.write(block)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return Spooled(path=path, size=size, sha256=digest.hexdigest())
 
 
 def _session_view(session: dict[str, Any]) -> dict[str, Any]:
