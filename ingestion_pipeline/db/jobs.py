@@ -112,12 +112,20 @@ def public_issue(issue: Mapping[str, Any]) -> dict[str, Any]:
 
 def issue_counts_by_kind(conn: Connection, job_id: str) -> dict[str, int]:
     """Unresolved issues of a job, counted by kind."""
+    return issue_counts_of_jobs(conn, [job_id])[job_id]
+
+
+def issue_counts_of_jobs(conn: Connection, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Unresolved issues of each of `job_ids`, counted by kind, in one statement."""
     query = (
-        sa.select(issues.c.kind, sa.func.count())
-        .where(issues.c.job_id == job_id, sa.not_(issues.c.resolved))
-        .group_by(issues.c.kind)
+        sa.select(issues.c.job_id, issues.c.kind, sa.func.count())
+        .where(issues.c.job_id.in_(job_ids), sa.not_(issues.c.resolved))
+        .group_by(issues.c.job_id, issues.c.kind)
     )
-    return {kind: count for kind, count in conn.execute(query)}
+    counts: dict[str, dict[str, int]] = {job_id: {} for job_id in job_ids}
+    for job_id, kind, count in conn.execute(query):
+        counts[job_id][kind] = count
+    return counts
 
 
 def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, SUPPORTED_EXTENSIONS, JobStatus
-from ingestion_pipeline.db.jobs import issue_counts_by_kind, job_summary, list_jobs
+from ingestion_pipeline.db.jobs import issue_counts_of_jobs, job_summary, list_jobs
 from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
 from ingestion_pipeline.db.service import (
     authenticate,
@@ -272,9 +272,18 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_view(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+def job_views(service: Service, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The public view of each job, their issue counts read in one statement."""
     with service.engine.connect() as conn:
-        counts = issue_counts_by_kind(conn, job["job_id"])
+        counts = issue_counts_of_jobs(conn, [job["job_id"] for job in jobs])
+    return [_job_view(job, counts[job["job_id"]]) for job in jobs]
+
+
+def job_view(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+    return job_views(service, [job])[0]
+
+
+def _job_view(job: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     summary = job_summary(job)
     return {
         **{k: summary[k] for k in ("job_id", "tenant", "status", "file", "total_rows")},
@@ -621,7 +630,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         jobs = [j for j in jobs if who.may_see(j["job_id"])]
         more = len(jobs) > limit
         return {
-            "jobs": [job_view(service, j) for j in jobs[:limit]],
+            "jobs": job_views(service, jobs[:limit]),
             "next_offset": offset + limit if more else None,
         }
 
