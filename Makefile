@@ -36,12 +36,21 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml ## Import the bundled sample files on the embedded defaults
-	@set -e; for file in samples/*/*; do \
+	@set -e; for file in samples/*/*.*; do \
 		tenant=$$(basename $$(dirname $$file)); \
 		echo "$$ ingestion-pipeline import $$file --tenant $$tenant"; \
 		$(BIN)/ingestion-pipeline import $$file --tenant $$tenant; \
 		echo; \
 	done
+	@# The shop's four files in reverse dependency order: each waits for its parents' rows.
+	@set -e; for dataset in order_items orders products customers; do \
+		file=samples/shop/$$dataset/$${dataset}_2025.ndjson; \
+		echo "$$ ingestion-pipeline import $$file --tenant shop --dataset $$dataset"; \
+		$(BIN)/ingestion-pipeline import $$file --tenant shop --dataset $$dataset; \
+		echo; \
+	done
+	@echo "$$ ingestion-pipeline jobs --tenant shop"
+	@$(BIN)/ingestion-pipeline jobs --tenant shop
 
 dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (sensors on) at http://127.0.0.1:3000
 	mkdir -p landing/uploads

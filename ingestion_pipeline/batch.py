@@ -30,6 +30,8 @@ from dagster import (
 from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.assets.common import STEP_FUNCTIONS
 from ingestion_pipeline.checks import CHECK_FUNCTIONS
+from ingestion_pipeline.datasets import DATASETS
+from ingestion_pipeline.db.jobs import get_job
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
@@ -70,9 +72,16 @@ def _results(produced: Any) -> list[MaterializeResult]:
 def import_one(op_context: OpExecutionContext, resources: dict[str, Any], job_id: str) -> str:
     """Take one job through the import steps and their checks; returns how it ended."""
     engine = resources["database"].get_engine()
+    with engine.connect() as conn:
+        job = get_job(conn, job_id)
+    other_tables = {
+        d.table for d in DATASETS.values() if job is not None and d.name != job["dataset"]
+    }
     for assets_def in import_assets():
         key = assets_def.key
         name = key.to_user_string()
+        if name in other_tables:
+            continue
         context = JobStepContext(op_context, job_id, key)
         try:
             results = _results(_call(STEP_FUNCTIONS[name], context, resources))

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, TENANT_TAG, JobStatus
+from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
 from ingestion_pipeline.db.jobs import (
     NewJob,
     get_job,
@@ -53,14 +54,17 @@ def _tenant(value: str) -> str:
     return value
 
 
-def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str, Any]:
-    """Put `path` into the landing zone for `tenant` and materialize its job in-process."""
+def run_import(
+    path: Path, tenant: str, log_level: str = "WARNING", dataset: str = DEFAULT_DATASET
+) -> dict[str, Any]:
+    """Put `path` into the landing zone for `tenant` and materialize its job in-process; jobs
+    that waited for this one's rows (references) are then validated again, in-process too."""
     from ingestion_pipeline.resources import database_engine, landing_zone
 
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
-        key = upload_key(tenant, path.name)
+        key = upload_key(tenant, path.name, dataset)
     except InvalidKeyError as exc:
         raise UsageError(str(exc)) from exc
     settings = load_settings()
@@ -68,12 +72,13 @@ def run_import(path: Path, tenant: str, log_level: str = "WARNING") -> dict[str,
     info = put_file(landing_zone(settings), key, path)
     job_id = job_id_for(tenant, key, info.etag)
     with engine.begin() as conn:
-        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, path.name)])
+        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, path.name, dataset)])
         job = get_job(conn, job_id)
     assert job is not None
     run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
         run_error = _materialize(job, "import_job", log_level)
+        _revalidate_woken(job_id, log_level)
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None
@@ -92,6 +97,7 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     from ingestion_pipeline.definitions import build_definitions
     from ingestion_pipeline.importer import mark_failed
     from ingestion_pipeline.instance import get_instance
+    from ingestion_pipeline.jobs import dataset_job_name
     from ingestion_pipeline.resources import build_resources
     from ingestion_pipeline.sensors import first_step_error
 
@@ -99,7 +105,9 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     instance = get_instance(settings)
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job["job_id"]):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job["job_id"]])
-    job_def = build_definitions(build_resources(settings)).resolve_job_def(job_name)
+    job_def = build_definitions(build_resources(settings)).resolve_job_def(
+        dataset_job_name(job_name, job["dataset"])
+    )
     if log_level != "INFO":
         # A job waiting for its mapping leaves raw_upload unmaterialized: its checks and every
         # later step are skipped, and Dagster says of each blocking check that it "emitted no
@@ -126,6 +134,23 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     return error if marked else None
 
 
+def _revalidate_woken(job_id: str, log_level: str) -> None:
+    """Run reprocess_job for the jobs a completed job woke (those waiting for its keys), and
+    for the jobs those wake in turn: what request_sensor does when a daemon runs."""
+    from ingestion_pipeline.db.service import woken_by
+
+    pending = [job_id]
+    while pending:
+        with _engine().connect() as conn:
+            woken = woken_by(conn, pending.pop(0))
+        for waiting in woken:
+            with _engine().connect() as conn:
+                job = get_job(conn, waiting)
+            if job is not None and job["status"] == JobStatus.WAITING_FOR_REFERENCES.value:
+                _materialize(job, "reprocess_job", log_level)
+                pending.append(waiting)
+
+
 def _first_line(error: BaseException | None) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -134,6 +159,8 @@ LAYOUT_NOTES = (
     ("skipped_before_header", "line(s) above the header"),
     ("footer", "line(s) after the data"),
 )
+# Jobs of datasets other than contacts also say which, and what their merge policy did.
+DATASET_SUMMARY_KEYS = ("dataset", "rows_inserted", "rows_updated", "rows_unchanged")
 SUMMARY_KEYS = (
     "job_id",
     "tenant",
@@ -191,6 +218,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
     waiting = summary["status"] == JobStatus.NEEDS_MAPPING.value
     if as_json:
         head = {k: summary[k] for k in SUMMARY_KEYS}
+        if summary["dataset"] != DEFAULT_DATASET:
+            head.update({k: summary[k] for k in DATASET_SUMMARY_KEYS})
         if waiting:
             head.update(mapping_request(summary))
         _print_json(head, summary["job_id"])
@@ -201,17 +230,30 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
     if waiting:
         _print_mapping_request(summary)
         return
+    if summary["dataset"] == DEFAULT_DATASET:
+        loaded = f"contacts created: {summary['contacts_created']}"
+    else:
+        loaded = (
+            f"{summary['dataset']} inserted: {summary['rows_inserted']}, updated: "
+            f"{summary['rows_updated']}, unchanged: {summary['rows_unchanged']}"
+        )
     print(
         f"  rows: {summary['total_rows']} read, {summary['processed_rows']} processed; "
-        f"contacts created: {summary['contacts_created']}; open issues: {summary['issue_count']}"
+        f"{loaded}; open issues: {summary['issue_count']}"
     )
+    if summary["status"] == JobStatus.WAITING_FOR_REFERENCES.value:
+        print(
+            "  waiting for rows of another dataset: it is validated again when a job of that "
+            "dataset completes for this tenant"
+        )
     if summary["encoding"]:
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
     if summary.get("mapping"):
         mapping = summary["mapping"]
+        order = (*MAPPABLE_FIELDS, *dataset_named(summary["dataset"]).field_names)
         fields = ", ".join(
             f"{k} <- {' | '.join(mapping['fields'][k])}"
-            for k in MAPPABLE_FIELDS
+            for k in dict.fromkeys(order)
             if k in mapping["fields"]
         )
         how = mapping.get("source", "")
@@ -233,7 +275,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    summary = run_import(Path(args.path), args.tenant, _log_level(args))
+    summary = run_import(Path(args.path), args.tenant, _log_level(args), args.dataset)
     return _finish(summary, args.json)
 
 
@@ -256,6 +298,7 @@ def _finish(summary: dict[str, Any], as_json: bool) -> int:
         JobStatus.COMPLETED.value,
         JobStatus.NEEDS_REVIEW.value,
         JobStatus.NEEDS_MAPPING.value,
+        JobStatus.WAITING_FOR_REFERENCES.value,
     )
     if summary["status"] in settled:
         if summary["error"]:
@@ -289,8 +332,12 @@ def _open_job(job_id: str, tenant: str | None) -> dict[str, Any]:
 def _editable_job(job_id: str, tenant: str | None) -> dict[str, Any]:
     job = _open_job(job_id, tenant)
     if job["status"] == JobStatus.COMPLETED.value:
-        raise UsageError(f"job {job_id} is already COMPLETED; its contacts are loaded")
-    if job["status"] not in (JobStatus.NEEDS_REVIEW.value, JobStatus.PROCESSING.value):
+        raise UsageError(f"job {job_id} is already COMPLETED; its {job['dataset']} are loaded")
+    if job["status"] not in (
+        JobStatus.NEEDS_REVIEW.value,
+        JobStatus.PROCESSING.value,
+        JobStatus.WAITING_FOR_REFERENCES.value,
+    ):
         raise UsageError(f"job {job_id} is {job['status']}; only jobs under review take decisions")
     return job
 
@@ -321,12 +368,16 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     keys = (
         "job_id",
         "tenant_id",
+        "dataset",
         "status",
         "source_key",
         "total_rows",
         "processed_rows",
         "issue_count",
         "contacts_created",
+        "rows_inserted",
+        "rows_updated",
+        "rows_unchanged",
         "error",
     )
     if args.ids:
@@ -339,10 +390,15 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     if not jobs:
         print("no import jobs")
     for j in jobs:
-        print(
-            f"{j['job_id']:<48} {j['status']:<12} {j['tenant_id']:<16} "
-            f"rows {j['processed_rows']}/{j['total_rows'] or 0}  issues {j['issue_count']}  "
+        loaded = (
             f"contacts {j['contacts_created']}"
+            if j["dataset"] == DEFAULT_DATASET
+            else f"{j['dataset']} +{j['rows_inserted']} ~{j['rows_updated']}"
+        )
+        print(
+            f"{j['job_id']:<48} {j['status']:<12} {j['tenant_id']:<16} {j['dataset']:<12} "
+            f"rows {j['processed_rows']}/{j['total_rows'] or 0}  issues {j['issue_count']}  "
+            f"{loaded}"
         )
     return EXIT_OK
 
@@ -368,8 +424,9 @@ def _cmd_fix(args: argparse.Namespace) -> int:
         name = name.strip().lower()
         if not sep:
             raise UsageError(f"expected FIELD=VALUE, got {assignment!r}")
-        if name not in CANONICAL_FIELDS:
-            raise UsageError(f"unknown field {name!r}; fields: {', '.join(CANONICAL_FIELDS)}")
+        fields = dataset_named(job["dataset"]).field_names
+        if name not in fields:
+            raise UsageError(f"unknown field {name!r}; fields: {', '.join(fields)}")
         changes[name] = value.strip() or None
     row = _row_number(args.row)
     _record(job, [Decision(row, "fix", changes)], "cli")
@@ -444,6 +501,7 @@ def _rerun(args: argparse.Namespace, job_name: str) -> int:
     run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
         run_error = _materialize(job, job_name, _log_level(args))
+        _revalidate_woken(job["job_id"], _log_level(args))
     with _engine().connect() as conn:
         summary = job_summary(_job(conn, args.job, args.tenant))
     return _finish({**summary, "run_error": run_error}, args.json)
@@ -616,6 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to import: CSV/TSV/TXT, an Excel or OpenDocument workbook, JSON or NDJSON",
     )
     p.add_argument("--tenant", required=True, type=_tenant, help="tenant id (a slug)")
+    p.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        choices=LOAD_ORDER,
+        help=f"what the file holds (default {DEFAULT_DATASET})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
 

@@ -12,6 +12,9 @@ class JobStatus(str, Enum):
     PROCESSING = "PROCESSING"
     NEEDS_MAPPING = "NEEDS_MAPPING"
     NEEDS_REVIEW = "NEEDS_REVIEW"
+    # Its only open issues are references to rows of another dataset not loaded yet: it is
+    # validated again when a job of that dataset completes for the same tenant.
+    WAITING_FOR_REFERENCES = "WAITING_FOR_REFERENCES"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
 
@@ -34,6 +37,10 @@ class IssueKind(str, Enum):
     EXISTING_CONTACT = "existing_contact"
     MALFORMED_RECORD = "malformed_record"
     VALUE_TOO_LONG = "value_too_long"
+    INVALID_VALUE = "invalid_value"
+    DUPLICATE_KEY = "duplicate_key"
+    EXISTING_KEY = "existing_key"
+    MISSING_REFERENCE = "missing_reference"
 
 
 # Canonical contact fields, in the order they are shown and exported.

@@ -7,7 +7,7 @@ from dagster import Definitions, in_process_executor
 from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.batch import import_batch_job
 from ingestion_pipeline.checks import IMPORT_CHECKS
-from ingestion_pipeline.jobs import import_job, reprocess_job
+from ingestion_pipeline.jobs import ALL_JOBS
 from ingestion_pipeline.resources import build_resources
 from ingestion_pipeline.sensors import (
     import_failure_sensor,
@@ -22,7 +22,7 @@ def build_definitions(resources: Mapping[str, object]) -> Definitions:
     return Definitions(
         assets=import_assets(),
         asset_checks=IMPORT_CHECKS,
-        jobs=[import_job, reprocess_job, import_batch_job],
+        jobs=[*ALL_JOBS, import_batch_job],
         sensors=[upload_sensor, review_sensor, request_sensor, import_failure_sensor],
         resources=resources,
         # Import steps are few and sequential: one process per run, not one per step.

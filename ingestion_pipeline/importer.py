@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import dataset_named
 from ingestion_pipeline.db.consolidation import (
     ConsolidationConflictError,
     ConsolidationResult,
@@ -44,7 +45,7 @@ from ingestion_pipeline.db.review import (
 from ingestion_pipeline.db.staging import analyze_staging, copy_chunk, prepare_chunk
 from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
-from ingestion_pipeline.reading import FileFormat, open_contact_file
+from ingestion_pipeline.reading import FileFormat, open_upload
 from ingestion_pipeline.reading.errors import records_from
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
@@ -90,7 +91,10 @@ def route_for(job: dict[str, Any], staged_rows: int) -> Route:
         return Route.DONE
     if job["status"] == JobStatus.NEEDS_MAPPING.value:
         return Route.AWAIT_MAPPING
-    if staged_rows and job["status"] == JobStatus.NEEDS_REVIEW.value:
+    if staged_rows and job["status"] in (
+        JobStatus.NEEDS_REVIEW.value,
+        JobStatus.WAITING_FOR_REFERENCES.value,
+    ):
         return Route.REPROCESS
     if staged_rows and job["total_rows"] is not None and staged_rows >= job["total_rows"]:
         # Staging finished before the run stopped: validate what is there.
@@ -152,7 +156,7 @@ def reject_upload(engine: Engine, job_id: str, error: str) -> None:
 def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
     """Open the job's object version and detect its format (reads only the first bytes)."""
     with landing.open(job["source_key"], job["source_etag"]) as stream:
-        return open_contact_file(stream, job["file_name"]).format
+        return open_upload(stream, job["file_name"], dataset_named(job["dataset"])).format
 
 
 # How many sample values per column a person is shown when asked to confirm a mapping.
@@ -216,7 +220,7 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) ->
     A person's mapping is remembered for the tenant's next file with the same header.
     """
     with landing.open(job["source_key"], job["source_etag"]) as stream:
-        source = open_contact_file(stream, job["file_name"])
+        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
     fmt, suggestion = source.format, source.suggestion
     signature = header_signature(fmt.header)
     given = _mapping_file(landing, job, fmt, suggestion)
@@ -278,7 +282,7 @@ def confirm_mapping(
     """Record a person's mapping on a job that waits for one (or has not started): the next
     run reads the file with it. Raises MappingError for a field or column the file lacks."""
     with landing.open(job["source_key"], job["source_etag"]) as stream:
-        source = open_contact_file(stream, job["file_name"])
+        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
     mapping = person_mapping(source.format.header, assignments, source.suggestion)
     with engine.begin() as conn:
         update_job(
@@ -373,7 +377,7 @@ def stage_upload(
         landing.open(job["source_key"], job["source_etag"]) as stream,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as writer,
     ):
-        source = open_contact_file(stream, job["file_name"])
+        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
         mapping = mapping_in_force(job)
         if mapping is not None:
             source.use_mapping(mapping)
@@ -405,7 +409,7 @@ def stage_upload(
         for chunk in source.chunks(chunk_size):
             t_read = time.perf_counter()
             with records_from(job["file_name"], int(chunk.frame["row_number"].iloc[0])):
-                prepared = prepare_chunk(chunk.frame, job_id)
+                prepared = prepare_chunk(chunk.frame, job_id, dataset_named(job["dataset"]))
             t_valid = time.perf_counter()
             timings["read"] += t_read - mark
             timings["validate"] += t_valid - t_read
@@ -438,7 +442,7 @@ def stage_upload(
 def validate(engine: Engine, job: dict[str, Any]) -> ValidationResult:
     """Run the cross-row rules and reconcile the job's issues, in one transaction."""
     with engine.begin() as conn:
-        return validate_job(conn, job["job_id"], job["tenant_id"])
+        return validate_job(conn, job["job_id"], job["tenant_id"], dataset_named(job["dataset"]))
 
 
 def consolidate(engine: Engine, job: dict[str, Any]) -> ConsolidationResult:
@@ -474,7 +478,7 @@ def apply_review(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> R
     with engine.begin() as conn:
         if info is not None and not review_file_seen(conn, job["job_id"], info.etag):
             with landing.open(key, info.etag) as stream:
-                decisions = parse_decisions(stream, key)
+                decisions = parse_decisions(stream, key, dataset_named(job["dataset"]))
             try:
                 record_decisions(conn, job, decisions, source=f"file:{info.etag}")
             except ReviewError as exc:
@@ -482,17 +486,18 @@ def apply_review(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> R
             claim_review_file(conn, job["job_id"], info.etag, len(decisions))
             outcome.decisions_file = landing.describe(key)
             outcome.decisions_loaded = len(decisions)
-        applied = apply_decisions(conn, job["job_id"])
+        applied = apply_decisions(conn, job["job_id"], dataset_named(job["dataset"]))
     outcome.fixed, outcome.discarded = applied.fixed, applied.discarded
     return outcome
 
 
-def write_review_file(engine: Engine, landing: LandingZone, job_id: str) -> str:
+def write_review_file(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> str:
     """Write reviews/<job_id>/issues.csv with the rows that need a reviewer; returns where."""
-    key = issues_key(job_id)
+    key = issues_key(job["job_id"])
+    dataset = dataset_named(job["dataset"])
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
         with engine.connect() as conn:
-            write_issues_csv(rows_for_review(conn, job_id), spool)
+            write_issues_csv(rows_for_review(conn, job["job_id"], dataset), spool, dataset)
         spool.seek(0)
         landing.write(key, spool)
     return landing.describe(key)

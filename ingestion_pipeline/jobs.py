@@ -1,19 +1,59 @@
-"""Jobs: import and reprocess one partition, each run in one process (few sequential steps)."""
+"""Jobs: import and reprocess one partition, each run in one process (few sequential steps).
+
+Each dataset has its pair, holding the shared steps and its own table only: a run of an orders
+job never meets the customers table it depends on (whose step would be skipped, and with it
+every table downstream of it). Contacts keep the names import_job and reprocess_job.
+"""
+
+from typing import Any
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
+from ingestion_pipeline.assets import TABLE_ASSETS
 from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
 
-import_job = define_asset_job(
-    name="import_job",
-    selection=AssetSelection.groups(ASSET_GROUP),
-    executor_def=in_process_executor,
-    description="Import one uploaded file: raw upload, staging, review, issues, contacts.",
-)
+IMPORT = "import"
+REPROCESS = "reprocess"
 
-reprocess_job = define_asset_job(
-    name="reprocess_job",
-    selection=AssetSelection.assets("reviewed_staging").downstream(),
-    executor_def=in_process_executor,
-    description="Apply review decisions to a job, revalidate it and load it if it is clean.",
-)
+
+def job_name(kind: str, dataset: str) -> str:
+    """`import_job` / `reprocess_job` for contacts, `import_orders_job` and so on for others."""
+    return f"{kind}_job" if dataset == DEFAULT_DATASET else f"{kind}_{dataset}_job"
+
+
+def _other_tables(dataset: str) -> AssetSelection:
+    return AssetSelection.assets(*(a for name, a in TABLE_ASSETS.items() if name != dataset))
+
+
+def _jobs(dataset: str) -> tuple[Any, Any]:
+    others = _other_tables(dataset)
+    imports = define_asset_job(
+        name=job_name(IMPORT, dataset),
+        selection=AssetSelection.groups(ASSET_GROUP) - others,
+        executor_def=in_process_executor,
+        description=(
+            f"Import one uploaded {dataset} file: raw upload, staging, review, issues, {dataset}."
+        ),
+    )
+    reprocess = define_asset_job(
+        name=job_name(REPROCESS, dataset),
+        selection=AssetSelection.assets("reviewed_staging").downstream() - others,
+        executor_def=in_process_executor,
+        description=(
+            f"Apply review decisions to a {dataset} job, revalidate it and load it if it is clean."
+        ),
+    )
+    return imports, reprocess
+
+
+DATASET_JOBS = {name: _jobs(name) for name in LOAD_ORDER}
+import_job, reprocess_job = DATASET_JOBS[DEFAULT_DATASET]
+ALL_JOBS = [job for pair in DATASET_JOBS.values() for job in pair]
+ALL_JOB_NAMES = frozenset(job.name for job in ALL_JOBS)
+
+
+def dataset_job_name(generic: str, dataset: str) -> str:
+    """The dataset's job for a generic name (`import_job` or `reprocess_job`)."""
+    kind = REPROCESS if generic == reprocess_job.name else IMPORT
+    return job_name(kind, dataset)

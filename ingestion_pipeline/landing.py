@@ -20,6 +20,7 @@ from ingestion_pipeline.constants import (
     SUPPORTED_EXTENSIONS,
     UPLOADS_PREFIX,
 )
+from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -66,11 +67,13 @@ class LandingZone(Protocol):
 
 @dataclass(frozen=True)
 class UploadKey:
-    """A key under uploads/ that fits the layout uploads/<tenant>/<file name>."""
+    """A key under uploads/ that fits uploads/<tenant>/<file name> (contacts) or
+    uploads/<tenant>/<dataset>/<file name>."""
 
     key: str
     tenant_id: str
     file_name: str
+    dataset: str = DEFAULT_DATASET
 
 
 class InvalidKeyError(ValueError):
@@ -78,13 +81,27 @@ class InvalidKeyError(ValueError):
 
 
 def parse_upload_key(key: str) -> UploadKey:
-    """Check `key` against uploads/<tenant>/<file name> and return its parts."""
+    """Check `key` against uploads/<tenant>/[<dataset>/]<file name> and return its parts.
+
+    The dataset is said by the folder only, never guessed from the file name: a tenant's
+    `customers.csv` dropped beside its other contacts exports stays a contacts upload.
+    """
     if not key.startswith(UPLOADS_PREFIX):
         raise InvalidKeyError(f"{key!r} is not under {UPLOADS_PREFIX}")
     rest = key[len(UPLOADS_PREFIX) :]
     parts = rest.split("/")
+    dataset = DEFAULT_DATASET
+    if len(parts) == 3 and parts[2]:
+        if parts[1] not in DATASETS:
+            raise InvalidKeyError(
+                f"{key!r}: {parts[1]!r} is not a dataset (datasets: {', '.join(LOAD_ORDER)})"
+            )
+        dataset = parts.pop(1)
     if len(parts) != 2 or not parts[1]:
-        raise InvalidKeyError(f"{key!r} does not fit uploads/<tenant>/<file name>")
+        raise InvalidKeyError(
+            f"{key!r} does not fit uploads/<tenant>/<file name> or "
+            "uploads/<tenant>/<dataset>/<file name>"
+        )
     tenant, name = parts
     if not TENANT_PATTERN.match(tenant):
         raise InvalidKeyError(
@@ -100,12 +117,14 @@ def parse_upload_key(key: str) -> UploadKey:
             f"{key!r}: unsupported extension (supported: {', '.join(SUPPORTED_EXTENSIONS)}, "
             "each optionally .gz)"
         )
-    return UploadKey(key=key, tenant_id=tenant, file_name=name)
+    return UploadKey(key=key, tenant_id=tenant, file_name=name, dataset=dataset)
 
 
-def upload_key(tenant_id: str, file_name: str) -> str:
-    """The landing-zone key for a tenant's file, validated."""
-    return parse_upload_key(f"{UPLOADS_PREFIX}{tenant_id}/{file_name}").key
+def upload_key(tenant_id: str, file_name: str, dataset: str = DEFAULT_DATASET) -> str:
+    """The landing-zone key for a tenant's file of `dataset`, validated (contacts keep
+    uploads/<tenant>/<file>)."""
+    folder = "" if dataset == DEFAULT_DATASET else f"{dataset}/"
+    return parse_upload_key(f"{UPLOADS_PREFIX}{tenant_id}/{folder}{file_name}").key
 
 
 def job_id_for(tenant_id: str, key: str, etag: str) -> str:

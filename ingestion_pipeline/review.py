@@ -13,13 +13,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, REVIEWS_PREFIX
-from ingestion_pipeline.reading import UnreadableFileError, open_contact_file
+from ingestion_pipeline.constants import REVIEWS_PREFIX
+from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.reading import UnreadableFileError, open_upload
 
 ROW_COLUMN = "row"
 PROBLEMS_COLUMN = "problems"
 ACTION_COLUMN = "action"
-REVIEW_COLUMNS: tuple[str, ...] = (ROW_COLUMN, *CANONICAL_FIELDS, PROBLEMS_COLUMN, ACTION_COLUMN)
+REVIEW_COLUMNS: tuple[str, ...] = (
+    ROW_COLUMN,
+    *CONTACTS.field_names,
+    PROBLEMS_COLUMN,
+    ACTION_COLUMN,
+)
+
+
+def review_columns(dataset: Dataset) -> tuple[str, ...]:
+    """The review file's header: row, the dataset's fields, problems, action."""
+    return (ROW_COLUMN, *dataset.field_names, PROBLEMS_COLUMN, ACTION_COLUMN)
+
+
 ACTIONS = ("fix", "discard")
 ISSUES_FILE = "issues.csv"
 DECISIONS_FILE = "decisions.csv"
@@ -102,7 +115,9 @@ def restore(value: str | None) -> str | None:
     return value
 
 
-def write_issues_csv(rows: Iterable[Mapping[str, Any]], out: BinaryIO) -> None:
+def write_issues_csv(
+    rows: Iterable[Mapping[str, Any]], out: BinaryIO, dataset: Dataset = CONTACTS
+) -> None:
     """The review file: one line per row with issues, UTF-8 with a BOM so Excel reads it right.
 
     Rows are written as they come, so a job with a million problem rows needs no more memory
@@ -111,12 +126,12 @@ def write_issues_csv(rows: Iterable[Mapping[str, Any]], out: BinaryIO) -> None:
     out.write(codecs.BOM_UTF8)
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(REVIEW_COLUMNS)
+    writer.writerow(review_columns(dataset))
     for row in rows:
         writer.writerow(
             [
                 row["row_number"],
-                *(neutralize(row[name]) for name in CANONICAL_FIELDS),
+                *(neutralize(row[name]) for name in dataset.field_names),
                 neutralize(row["problems"]),
                 "",
             ]
@@ -125,10 +140,10 @@ def write_issues_csv(rows: Iterable[Mapping[str, Any]], out: BinaryIO) -> None:
     text.detach()
 
 
-def render_issues_csv(rows: Iterable[Mapping[str, Any]]) -> bytes:
+def render_issues_csv(rows: Iterable[Mapping[str, Any]], dataset: Dataset = CONTACTS) -> bytes:
     """The review file as bytes (see write_issues_csv)."""
     buffer = io.BytesIO()
-    write_issues_csv(rows, buffer)
+    write_issues_csv(rows, buffer, dataset)
     return buffer.getvalue()
 
 
@@ -145,20 +160,22 @@ class DecisionFileError(ValueError):
     """A decisions file that cannot be applied; names the file, the record and the field."""
 
 
-def parse_decisions(stream: BinaryIO, file_name: str) -> list[Decision]:
+def parse_decisions(
+    stream: BinaryIO, file_name: str, dataset: Dataset = CONTACTS
+) -> list[Decision]:
     """Read a decisions file (the review file with `action` filled in) into decisions.
 
-    Lines with an empty action are left alone. For `fix`, the four contact fields of the line
+    Lines with an empty action are left alone. For `fix`, the dataset's fields on the line
     become the row's values; for `discard`, the row is set aside.
     """
     try:
-        source = open_contact_file(stream, file_name)
+        source = open_upload(stream, file_name, dataset)
         if ROW_COLUMN not in {name.casefold() for name in source.format.header}:
             raise DecisionFileError(f"{file_name}: no '{ROW_COLUMN}' column")
         decisions: dict[int, Decision] = {}
         for chunk in source.chunks(10_000):
             for record in chunk.frame.to_dict("records"):
-                decision = _decision(record, file_name)
+                decision = _decision(record, file_name, dataset)
                 if decision is not None:
                     decisions[decision.row_number] = decision
     except UnreadableFileError as exc:
@@ -170,7 +187,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _decision(record: dict[str, Any], file_name: str) -> Decision | None:
+def _decision(record: dict[str, Any], file_name: str, dataset: Dataset) -> Decision | None:
     extra = {k.casefold(): v for k, v in json.loads(record["extra"] or "{}").items()}
     where = f"{file_name}, record {record['row_number']}"
     action = (_text(extra.get(ACTION_COLUMN)) or "").strip().lower()
@@ -187,5 +204,5 @@ def _decision(record: dict[str, Any], file_name: str) -> Decision | None:
         raise DecisionFileError(f"{where}: row must be a record number, got {raw_row!r}") from None
     if action == "discard":
         return Decision(row_number, action)
-    changes = {name: restore(_text(record[name])) for name in CANONICAL_FIELDS}
+    changes = {name: restore(_text(record[name])) for name in dataset.field_names}
     return Decision(row_number, action, changes)

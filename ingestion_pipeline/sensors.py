@@ -28,7 +28,7 @@ from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PRE
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs, unstarted_jobs
 from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
 from ingestion_pipeline.importer import mark_failed
-from ingestion_pipeline.jobs import import_job, reprocess_job
+from ingestion_pipeline.jobs import ALL_JOBS, dataset_job_name, import_job, reprocess_job
 from ingestion_pipeline.landing import (
     InvalidKeyError,
     LandingZone,
@@ -96,7 +96,7 @@ class ListingCursor:
 
 @sensor(
     name="upload_sensor",
-    jobs=[import_job, import_batch_job],
+    jobs=[*ALL_JOBS, import_batch_job],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description="Turns each new object under uploads/<tenant>/ into an import job and a run.",
@@ -127,7 +127,9 @@ def upload_sensor(
             context.log.warning(f"skipped: {obj.key!r} is empty")
             continue
         job_id = job_id_for(parsed.tenant_id, obj.key, obj.etag)
-        jobs[job_id] = NewJob(job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name)
+        jobs[job_id] = NewJob(
+            job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name, parsed.dataset
+        )
 
     with engine.begin() as conn:
         register_jobs(conn, jobs.values())
@@ -164,7 +166,7 @@ def run_requests(jobs: list[NewJob], batch_size: int) -> list[RunRequest]:
     if len(jobs) <= batch_size:
         return [
             RunRequest(
-                job_name=import_job.name,
+                job_name=dataset_job_name(import_job.name, job.dataset),
                 partition_key=job.job_id,
                 run_key=f"{job.source_key}:{job.source_etag}",
                 tags={TENANT_TAG: job.tenant_id},
@@ -208,7 +210,7 @@ def new_objects(
 
 @sensor(
     name="review_sensor",
-    jobs=[reprocess_job, import_job],
+    jobs=ALL_JOBS,
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
@@ -243,7 +245,10 @@ def review_sensor(
                 continue
             requests.append(
                 RunRequest(
-                    job_name=import_job.name if file_name == MAPPING_FILE else reprocess_job.name,
+                    job_name=dataset_job_name(
+                        import_job.name if file_name == MAPPING_FILE else reprocess_job.name,
+                        job["dataset"],
+                    ),
                     partition_key=job_id,
                     run_key=f"{obj.key}:{obj.etag}",
                     tags={TENANT_TAG: job["tenant_id"]},
@@ -257,7 +262,7 @@ def review_sensor(
 
 @sensor(
     name="request_sensor",
-    jobs=[reprocess_job, import_job],
+    jobs=ALL_JOBS,
     minimum_interval_seconds=5,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
@@ -274,7 +279,7 @@ def request_sensor(context: SensorEvaluationContext, database: DatabaseResource)
         return SkipReason("no run requests")
     runs = [
         RunRequest(
-            job_name=r["job_name"],
+            job_name=dataset_job_name(r["job_name"], r["dataset"]),
             partition_key=r["job_id"],
             run_key=f"request:{r['request_id']}",
             tags={TENANT_TAG: r["tenant_id"], "request_source": r["source"]},

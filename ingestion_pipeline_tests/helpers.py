@@ -31,6 +31,7 @@ from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
 from ingestion_pipeline.db.service import create_api_key
 from ingestion_pipeline.definitions import build_definitions
+from ingestion_pipeline.jobs import dataset_job_name
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
 from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.sensors import import_failure_sensor, request_sensor, upload_sensor
@@ -46,6 +47,10 @@ TABLES = (
     "issue_items",
     "issues",
     "contacts",
+    "customers",
+    "products",
+    "orders",
+    "order_items",
     "staging_rows",
     "import_jobs",
     "column_mappings",
@@ -66,26 +71,37 @@ def empty_database(engine: Engine) -> None:
 
 
 def register_upload(
-    engine: Engine, zone: LandingZone, tenant: str, name: str, content: bytes
+    engine: Engine,
+    zone: LandingZone,
+    tenant: str,
+    name: str,
+    content: bytes,
+    dataset: str = "contacts",
 ) -> str:
-    """Write `content` to uploads/<tenant>/<name> and register its import job."""
-    key = upload_key(tenant, name)
+    """Write `content` to uploads/<tenant>/[<dataset>/]<name> and register its import job."""
+    key = upload_key(tenant, name, dataset)
     info = zone.write(key, content)
     job_id = job_id_for(tenant, key, info.etag)
     with engine.begin() as conn:
-        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, name)])
+        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, name, dataset)])
     return job_id
 
 
 def run_job(
-    instance: DagsterInstance, resources: dict[str, object], job_id: str, tenant: str
+    instance: DagsterInstance,
+    resources: dict[str, object],
+    job_id: str,
+    tenant: str,
+    job_name: str = "import_job",
 ) -> ExecuteInProcessResult:
     """Run import_job (assets and their checks) for one job partition on a real instance."""
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
+    with resources["database"].get_engine().connect() as conn:  # type: ignore[attr-defined]
+        dataset = get_job(conn, job_id)["dataset"]  # type: ignore[index]
     return (
         definitions(resources)
-        .resolve_job_def("import_job")
+        .resolve_job_def(dataset_job_name(job_name, dataset))
         .execute_in_process(
             partition_key=job_id,
             instance=instance,
@@ -124,9 +140,10 @@ def import_bytes(
     tenant: str,
     name: str,
     content: bytes,
+    dataset: str = "contacts",
 ) -> tuple[ExecuteInProcessResult, dict[str, Any]]:
     """Upload, register and run one file; returns the run result and the job row."""
-    job_id = register_upload(engine, zone, tenant, name, content)
+    job_id = register_upload(engine, zone, tenant, name, content, dataset)
     result = run_job(instance, resources, job_id, tenant)
     return result, job(engine, job_id)
 

@@ -11,7 +11,7 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from ingestion_pipeline.reading import UnreadableFileError, jsonl, open_contact_file
+from ingestion_pipeline.reading import UnreadableFileError, jsonl, open_upload
 from ingestion_pipeline.reading.mapping import canonical_field
 from ingestion_pipeline_tests.helpers import rows
 
@@ -35,7 +35,7 @@ ALIASES = {
 
 
 def read(data: bytes, name: str, chunk_size: int = 1000) -> pd.DataFrame:
-    source = open_contact_file(io.BytesIO(data), name)
+    source = open_upload(io.BytesIO(data), name)
     return pd.concat([c.frame for c in source.chunks(chunk_size)], ignore_index=True)
 
 
@@ -123,7 +123,7 @@ def test_files_that_are_not_usable_json_are_rejected_by_name(data, name, message
 def test_gzipped_csv_and_ndjson_read_like_the_plain_files():
     plain = read(as_csv(PEOPLE), "people.csv")
     packed = gzip.compress(as_csv(PEOPLE))
-    source = open_contact_file(io.BytesIO(packed), "people.csv.gz")
+    source = open_upload(io.BytesIO(packed), "people.csv.gz")
     chunks = list(source.chunks(20))
     assert pd.concat([c.frame for c in chunks], ignore_index=True).equals(plain)
     assert chunks[-1].bytes_read == len(packed)  # progress counts the stored (compressed) bytes

@@ -9,18 +9,24 @@ import json
 import pandas as pd
 import pytest
 
-from ingestion_pipeline.reading import UnreadableFileError, open_contact_file
+from ingestion_pipeline.datasets import DATASETS
+from ingestion_pipeline.reading import UnreadableFileError, chunk_columns, open_upload
+from ingestion_pipeline.reading.mapping import ColumnMapping, MappingError, person_mapping
+
+SHOP_CUSTOMERS = DATASETS["customers"]
+SHOP_ORDERS = DATASETS["orders"]
+SHOP_ORDER_ITEMS = DATASETS["order_items"]
 
 
 def read_all(data: bytes, name: str = "upload.csv", chunk_size: int = 1000):
-    source = open_contact_file(io.BytesIO(data), name)
+    source = open_upload(io.BytesIO(data), name)
     frames = [chunk.frame for chunk in source.chunks(chunk_size)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return source.format, frame
 
 
 def mapping_of(data: bytes, name: str = "upload.csv"):
-    return open_contact_file(io.BytesIO(data), name).mapping
+    return open_upload(io.BytesIO(data), name).mapping
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -140,7 +146,7 @@ def test_comma_in_semicolon_header_does_not_fool_the_delimiter_choice():
 def test_chunks_are_bounded_and_record_numbers_continue_across_chunks():
     body = "".join(f"u{i}@x.io,F{i},L{i},C\n" for i in range(1, 26))
     data = ("email,first_name,last_name,company\n" + body).encode()
-    source = open_contact_file(io.BytesIO(data), "many.csv")
+    source = open_upload(io.BytesIO(data), "many.csv")
     chunks = list(source.chunks(10))
     assert [len(c.frame) for c in chunks] == [9, 10, 6]  # the header counts against chunk one
     numbers = pd.concat([c.frame["row_number"] for c in chunks]).tolist()
@@ -213,7 +219,7 @@ def test_notes_above_the_header_and_summary_lines_below_the_data_are_reported_no
         b"Ann,Lee,ann@acme.io,Acme\nBob,Ray,bob@acme.io,Acme\n\n"
         b'Total,,,2\n"Confidential Information - Do Not Distribute"\n'
     )
-    source = open_contact_file(io.BytesIO(data), "r.csv")
+    source = open_upload(io.BytesIO(data), "r.csv")
     frame = pd.concat([c.frame for c in source.chunks(1)], ignore_index=True)
     assert [p[1] for p in source.format.preamble] == ["Notes:", "Exported for Q3, see the wiki."]
     assert list(frame["email"]) == ["ann@acme.io", "bob@acme.io"]
@@ -222,7 +228,7 @@ def test_notes_above_the_header_and_summary_lines_below_the_data_are_reported_no
 
 def test_a_trailing_line_that_looks_like_data_is_still_a_record():
     data = b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\nbob@acme.io,,,\n,Cy,,\n"
-    source = open_contact_file(io.BytesIO(data), "t.csv")
+    source = open_upload(io.BytesIO(data), "t.csv")
     frame = pd.concat([c.frame for c in source.chunks(2)], ignore_index=True)
     # An address is data whatever else is blank; a lone name with no address is a footer.
     assert list(frame["email"]) == ["ann@acme.io", "bob@acme.io"]
@@ -234,3 +240,157 @@ def test_a_vcard_cut_off_before_end_is_rejected_naming_the_card():
     with pytest.raises(UnreadableFileError) as caught:
         read_all(data, "c.vcf")
     assert str(caught.value) == "c.vcf, record 2 (line 5): the last card has no END:VCARD"
+
+
+# Other datasets: their declared fields and aliases, no contacts profiles or hints.
+
+ORDER = "5f0c6a52-8f3e-4c4e-9d51-0c7f9a0d2b11"
+CUSTOMER = "0b7e4a0e-2a8f-4a57-8a0d-3f6f1c9e7d22"
+
+
+def test_an_orders_csv_reads_into_the_orders_fields_with_a_json_payload_as_text():
+    data = (
+        b"order_id,external_order_id,customer_id,customer_name,customer_email,total_amount,"
+        b"currency,order_status,order_date,raw_payload,created_at,notes\n"
+        + f"{ORDER},A-1001,{CUSTOMER},Ann Lee,ann@acme.io,37.50,eur,paid,"
+        f'2024-05-01T10:00:00Z,"{{""lines"": 2, ""gift"": true}}",2024-05-01T10:00:05Z,rush\n'
+        "o-2,,,,,,,,,,,\n,,,,,37.50,,,,,,\n,,,Total,,37.50,,,,,,\n".encode()
+    )
+    source = open_upload(io.BytesIO(data), "orders.csv", SHOP_ORDERS)
+    frame = pd.concat([c.frame for c in source.chunks(100)], ignore_index=True)
+    assert list(frame.columns) == list(chunk_columns(SHOP_ORDERS))
+    assert chunk_columns(SHOP_ORDERS) == (
+        "row_number",
+        "order_id",
+        "external_order_id",
+        "customer_id",
+        "customer_name",
+        "customer_email",
+        "total_amount",
+        "currency",
+        "order_status",
+        "order_date",
+        "raw_payload",
+        "created_at",
+        "extra",
+    )
+    row, key_only = records(frame)
+    assert row == {
+        "row_number": 1,
+        "order_id": ORDER,
+        "external_order_id": "A-1001",
+        "customer_id": CUSTOMER,
+        "customer_name": "Ann Lee",
+        "customer_email": "ann@acme.io",
+        "total_amount": "37.50",
+        "currency": "eur",
+        "order_status": "paid",
+        "order_date": "2024-05-01T10:00:00Z",
+        "raw_payload": '{"lines": 2, "gift": true}',
+        "created_at": "2024-05-01T10:00:05Z",
+        "extra": {"notes": "rush"},
+    }
+    # A filled order_id is an order however bare; with none, trailing lines are footers.
+    assert (key_only["order_id"], key_only["total_amount"]) == ("o-2", None)
+    assert source.footer == ["37.50", "Total 37.50"]
+    assert source.mapping.dataset == "orders"
+    assert source.mapping.unmapped == []
+
+
+def test_an_order_items_ndjson_keeps_numbers_booleans_and_objects_as_json_text():
+    lines = [
+        {
+            "order_item_id": "11111111-1111-4111-8111-111111111111",
+            "order_id": ORDER,
+            "product_id": "22222222-2222-4222-8222-222222222222",
+            "quantity": 2,
+            "unit_price": 12.5,
+            "line_total": 25.0,
+            "gift": True,
+            "options": {"colour": "red"},
+        },
+        {"order_item_id": "33333333-3333-4333-8333-333333333333", "quantity": None},
+    ]
+    data = ("\n".join(json.dumps(line) for line in lines) + "\nnot json\n").encode()
+    source = open_upload(io.BytesIO(data), "items.ndjson", SHOP_ORDER_ITEMS)
+    frame = pd.concat([c.frame for c in source.chunks(100)], ignore_index=True)
+    assert list(frame.columns) == [*chunk_columns(SHOP_ORDER_ITEMS), "parse_error"]
+    first, second, bad = records(frame)
+    assert first == {
+        "row_number": 1,
+        "order_item_id": "11111111-1111-4111-8111-111111111111",
+        "order_id": ORDER,
+        "product_id": "22222222-2222-4222-8222-222222222222",
+        "quantity": "2",
+        "unit_price": "12.5",
+        "line_total": "25.0",
+        "extra": {"gift": True, "options": {"colour": "red"}},
+        "parse_error": None,
+    }
+    assert (second["order_item_id"], second["quantity"], second["order_id"]) == (
+        "33333333-3333-4333-8333-333333333333",
+        None,
+        None,
+    )
+    assert bad["parse_error"].startswith("not valid JSON")
+    assert bad["extra"] == {"_raw": "not json"}
+
+
+def test_declared_aliases_map_ignoring_case_and_punctuation():
+    data = (
+        b"ID,Order ID,Product ID,Qty,Unit Price,Line Total\n"
+        b"11111111-1111-4111-8111-111111111111,o,p,3,1.50,4.50\n"
+    )
+    source = open_upload(io.BytesIO(data), "items.csv", SHOP_ORDER_ITEMS)
+    assert source.mapping.fields == {
+        "order_item_id": ["ID"],
+        "order_id": ["Order ID"],
+        "product_id": ["Product ID"],
+        "quantity": ["Qty"],
+        "unit_price": ["Unit Price"],
+        "line_total": ["Line Total"],
+    }
+    frame = pd.concat([c.frame for c in source.chunks(100)], ignore_index=True)
+    assert records(frame)[0]["quantity"] == "3"
+    assert records(frame)[0]["extra"] is None
+
+
+def test_a_file_with_nothing_of_the_dataset_is_refused_and_a_vcard_is_contacts_only():
+    with pytest.raises(UnreadableFileError) as caught:
+        open_upload(io.BytesIO(b"name,phone\nAnn,555\n"), "people.csv", SHOP_ORDERS)
+    assert str(caught.value) == (
+        "people.csv: no column of orders found; the header has: name, phone"
+    )
+    card = b"BEGIN:VCARD\nFN:Ann Lee\nEMAIL:ann@acme.io\nEND:VCARD\n"
+    with pytest.raises(UnreadableFileError) as caught:
+        open_upload(io.BytesIO(card), "c.vcf", SHOP_CUSTOMERS)
+    assert str(caught.value) == "c.vcf: vCard files hold contacts, not customers"
+
+
+def test_mapping_json_names_the_dataset_only_when_it_is_not_contacts():
+    contacts = mapping_of(b"email,first_name,last_name,company\na@b.io,Ann,Lee,Acme\n")
+    assert list(contacts.to_json()) == ["fields", "methods", "profile", "empty"]
+    assert ColumnMapping.from_json(contacts.to_json()).dataset == "contacts"
+    data = b"id,customer_name,email,created_at\nc-1,Ann Lee,ann@acme.io,2024-01-01\n"
+    customers = open_upload(io.BytesIO(data), "customers.csv", SHOP_CUSTOMERS).mapping
+    stored = json.loads(json.dumps(customers.to_json()))
+    assert stored["dataset"] == "customers"
+    assert stored["fields"] == {
+        "customer_id": ["id"],
+        "name": ["customer_name"],
+        "email": ["email"],
+        "created_at": ["created_at"],
+    }
+    assert ColumnMapping.from_json(stored) == customers
+    assert customers.describe().splitlines()[0] == 'customer_id <- "id" (alias)'
+
+
+def test_an_orders_mapping_lists_its_own_missing_required_fields_and_needs_no_email():
+    data = b"order_id,total_amount,currency,order_status,order_date,cust\no,1,EUR,paid,2024\n"
+    source = open_upload(io.BytesIO(data), "orders.csv", SHOP_ORDERS)
+    assert source.mapping.unmapped == ["customer_id"]
+    assert "customer_id <- not mapped" in source.mapping.describe().splitlines()
+    fixed = person_mapping(source.format.header, {"customer_id": "CUST"}, source.suggestion)
+    assert (fixed.fields["customer_id"], fixed.dataset, fixed.unmapped) == (["cust"], "orders", [])
+    with pytest.raises(MappingError, match="unknown field 'first_name'"):
+        person_mapping(source.format.header, {"first_name": "cust"}, source.suggestion)

@@ -11,7 +11,7 @@ import openpyxl
 import pandas as pd
 import xlwt
 
-from ingestion_pipeline.reading import open_contact_file
+from ingestion_pipeline.reading import open_upload
 from ingestion_pipeline_tests.helpers import import_bytes, import_with_peak_rss, rows
 
 HEADER = ["Email", "First Name", "Last Name", "Company", "Phone", "Zip", "Birthday", "Score"]
@@ -103,7 +103,7 @@ def test_100k_row_workbook_imports_within_the_memory_bound(tmp_path, database_ur
 
 
 def test_xlsm_reads_like_xlsx():
-    source = open_contact_file(io.BytesIO(REPORT), "macro.xlsm")
+    source = open_upload(io.BytesIO(REPORT), "macro.xlsm")
     assert source.format.sheet == "Contacts"
     assert sum(len(c.frame) for c in source.chunks(100)) == 2
 

@@ -1,14 +1,15 @@
-"""The import's assets by stage: raw upload -> staging -> reviewed staging -> issues -> contacts."""
+"""The import's assets by stage: raw upload -> staging -> reviewed staging -> issues -> the
+dataset's table (contacts, customers, products, orders, order_items)."""
 
-from ingestion_pipeline.assets.contacts import contacts
 from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.assets.raw_upload import raw_upload
 from ingestion_pipeline.assets.review import reviewed_staging
 from ingestion_pipeline.assets.staging import staging_rows
+from ingestion_pipeline.assets.tables import TABLE_ASSETS, contacts
 
-IMPORT_ASSETS = [raw_upload, staging_rows, reviewed_staging, import_issues, contacts]
+IMPORT_ASSETS = [raw_upload, staging_rows, reviewed_staging, import_issues, *TABLE_ASSETS.values()]
 # What reprocessing a job after review re-materializes: no file is read.
-REPROCESS_ASSETS = [reviewed_staging, import_issues, contacts]
+REPROCESS_ASSETS = [reviewed_staging, import_issues, *TABLE_ASSETS.values()]
 
 
 def import_assets() -> list:
@@ -22,6 +23,7 @@ def import_assets() -> list:
 __all__ = [
     "IMPORT_ASSETS",
     "REPROCESS_ASSETS",
+    "TABLE_ASSETS",
     "contacts",
     "import_assets",
     "import_issues",

@@ -55,7 +55,7 @@ def import_issues(
     review_file = ""
     if job["status"] == JobStatus.NEEDS_REVIEW.value:
         with failing_job(engine, job["job_id"]):
-            review_file = write_review_file(engine, landing_zone.get_zone(), job["job_id"])
+            review_file = write_review_file(engine, landing_zone.get_zone(), job)
         log_json(context, job, "issues", event="review_file_written", location=review_file)
     return MaterializeResult(
         metadata={

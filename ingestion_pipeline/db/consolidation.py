@@ -1,4 +1,5 @@
-"""Move a clean job's READY rows into contacts, exactly once, in one transaction."""
+"""Move a clean job's READY rows into its dataset's table, exactly once, in one transaction,
+by the dataset's merge policy; a completed parent wakes the jobs waiting for its keys."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import DATASETS, Dataset, MergePolicy, dependents
 from ingestion_pipeline.db.jobs import get_job, update_job
 from ingestion_pipeline.db.tables import import_jobs
-from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS
+from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, reference_lock, typed_value
 
 _INSERT_CONTACTS = sa.text(
     """
@@ -28,54 +30,134 @@ _MARK_SUCCESS = sa.text(
 )
 
 
+def _merge_sql(dataset: Dataset) -> str:
+    """INSERT of a job's READY rows into the dataset's table by its merge policy, answering
+    (inserted, updated)."""
+    columns = ", ".join(dataset.field_names)
+    values = ", ".join(typed_value(dataset, f, "s", guarded=False) for f in dataset.fields)
+    if dataset.merge is MergePolicy.UPSERT:
+        assigned = ", ".join(
+            f"{c} = EXCLUDED.{c}"
+            for c in (*dataset.field_names, "content_hash", "job_id", "source_row")
+            if c != dataset.key
+        )
+        conflict = (
+            f"DO UPDATE SET {assigned}, updated_at = now() "
+            "WHERE t.content_hash <> EXCLUDED.content_hash"
+        )
+    else:
+        conflict = "DO NOTHING"
+    return f"""
+    WITH written AS (
+        INSERT INTO {dataset.table} AS t (tenant_id, {columns}, content_hash, job_id, source_row)
+        SELECT :tenant_id, {values},
+               encode(sha256(convert_to(s.data::text, 'UTF8')), 'hex'), s.job_id, s.row_number
+        FROM staging_rows s
+        WHERE s.job_id = :job_id AND s.status = 'READY'
+        ON CONFLICT (tenant_id, {dataset.key}) {conflict}
+        RETURNING (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+    """
+
+
+# Waiting jobs of the tenant that reference the completed dataset are validated again.
+_WAKE_WAITING = sa.text(
+    """
+    INSERT INTO run_requests (tenant_id, job_id, job_name, source)
+    SELECT tenant_id, job_id, 'reprocess_job', :source
+    FROM import_jobs
+    WHERE tenant_id = :tenant_id AND status = 'WAITING_FOR_REFERENCES'
+      AND dataset = ANY(:datasets)
+    RETURNING job_id
+    """
+)
+
+
 class ConsolidationConflictError(RuntimeError):
-    """Another job of the tenant created some of these contacts after validation ran."""
+    """Another job of the tenant created some of these rows after validation ran."""
 
 
 @dataclass(frozen=True)
 class ConsolidationResult:
-    """What consolidation did: the job's status afterwards and the contacts it created."""
+    """What consolidation did: the job's status afterwards and the rows it wrote."""
 
     status: JobStatus
     contacts_created: int
     already_completed: bool = False
+    updated: int = 0
+    unchanged: int = 0
+    # Jobs waiting for this dataset's keys, asked to be validated again.
+    woken: tuple[str, ...] = ()
+
+    @property
+    def inserted(self) -> int:
+        return self.contacts_created
 
 
 def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
-    """Insert READY rows as contacts and complete the job, or leave it for review.
+    """Load READY rows into the job's dataset and complete the job, or leave it for review.
 
-    Runs inside the caller's transaction. Consolidations of one tenant are serialized by an
-    advisory lock; if any READY row meets an existing contact anyway, everything is rolled
-    back by the caller on ConsolidationConflictError and the job is validated again.
+    Runs inside the caller's transaction. Loads of one tenant and dataset are serialized by an
+    advisory lock; under merge policy insert, if any READY row meets an existing key anyway,
+    everything is rolled back by the caller on ConsolidationConflictError and the job is
+    validated again.
     """
     job = get_job(conn, job_id, for_update=True)
     if job is None:
         raise LookupError(f"unknown import job {job_id!r}")
     if job["status"] == JobStatus.COMPLETED.value:
-        return ConsolidationResult(JobStatus.COMPLETED, job["contacts_created"], True)
+        done = job["contacts_created"] if job["dataset"] == "contacts" else job["rows_inserted"]
+        return ConsolidationResult(JobStatus.COMPLETED, done, True)
     if job["issue_count"]:
-        return ConsolidationResult(JobStatus.NEEDS_REVIEW, 0)
+        return ConsolidationResult(JobStatus(job["status"]), 0)
+    dataset = DATASETS[job["dataset"]]
+    tenant_id = job["tenant_id"]
+    waiting_children = dependents(dataset.name)
+    if waiting_children:
+        reference_lock(conn, tenant_id)
     conn.execute(
         sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-        {"key": f"contacts:{job['tenant_id']}"},
+        {"key": f"{dataset.table}:{tenant_id}"},
     )
-    created = conn.execute(_INSERT_CONTACTS, {"job_id": job_id, "tenant_id": job["tenant_id"]})
-    ready = conn.execute(_MARK_SUCCESS, {"job_id": job_id})
-    if created.rowcount != ready.rowcount:
+    params = {"job_id": job_id, "tenant_id": tenant_id}
+    if dataset.staged_in_columns:
+        inserted = conn.execute(_INSERT_CONTACTS, params).rowcount
+        updated = 0
+    else:
+        inserted, updated = conn.execute(sa.text(_merge_sql(dataset)), params).one()
+    ready = conn.execute(_MARK_SUCCESS, {"job_id": job_id}).rowcount
+    if dataset.merge is MergePolicy.INSERT and inserted != ready:
         raise ConsolidationConflictError(
-            f"{ready.rowcount - created.rowcount} row(s) of {job_id} met contacts created "
+            f"{ready - inserted} row(s) of {job_id} met {dataset.name} rows created "
             "by another job since validation"
         )
-    if created.rowcount >= ANALYZE_AFTER_ROWS:
+    if inserted + updated >= ANALYZE_AFTER_ROWS:
         # Fresh statistics for the checks that read what this load wrote (see validation).
-        conn.execute(sa.text("ANALYZE contacts, staging_rows"))
+        conn.execute(sa.text(f"ANALYZE {dataset.table}, staging_rows"))
+    unchanged = ready - inserted - updated
     update_job(
         conn,
         job_id,
         status=JobStatus.COMPLETED,
-        contacts_created=created.rowcount,
+        contacts_created=inserted if dataset.staged_in_columns else 0,
+        rows_inserted=inserted,
+        rows_updated=updated,
+        rows_unchanged=unchanged,
         processed_rows=sa.func.coalesce(import_jobs.c.total_rows, import_jobs.c.processed_rows),
         finished_at=sa.func.now(),
         error=None,
     )
-    return ConsolidationResult(JobStatus.COMPLETED, created.rowcount)
+    woken: tuple[str, ...] = ()
+    if waiting_children:
+        woken = tuple(
+            conn.scalars(
+                _WAKE_WAITING,
+                {
+                    "tenant_id": tenant_id,
+                    "datasets": waiting_children,
+                    "source": f"references:{job_id}",
+                },
+            )
+        )
+    return ConsolidationResult(JobStatus.COMPLETED, inserted, False, updated, unchanged, woken)

@@ -24,6 +24,7 @@ class NewJob:
     source_key: str
     source_etag: str
     file_name: str
+    dataset: str = "contacts"
 
 
 def register_jobs(conn: Connection, jobs: Iterable[NewJob]) -> int:
@@ -133,12 +134,16 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "job_id": job["job_id"],
         "tenant": job["tenant_id"],
+        "dataset": job["dataset"],
         "status": job["status"],
         "file": job["source_key"],
         "total_rows": job["total_rows"] or 0,
         "processed_rows": job["processed_rows"],
         "issue_count": job["issue_count"],
         "contacts_created": job["contacts_created"],
+        "rows_inserted": job["rows_inserted"],
+        "rows_updated": job["rows_updated"],
+        "rows_unchanged": job["rows_unchanged"],
         "encoding": job["encoding"],
         "delimiter": job["delimiter"],
         "error": job["error"],

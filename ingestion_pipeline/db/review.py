@@ -10,36 +10,38 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.db.tables import review_decisions, review_files
-from ingestion_pipeline.emails import normalize_email
-from ingestion_pipeline.normalize import normalize_series, normalize_text
+from ingestion_pipeline.db.validation import staged_value
+from ingestion_pipeline.normalize import normalize_text
 from ingestion_pipeline.review import Decision
-from ingestion_pipeline.schemas import row_problems
+from ingestion_pipeline.schemas import judge_rows
 
 
 class ReviewError(ValueError):
     """A decision that cannot be taken: wrong job state, rows not in the job."""
 
 
-_ROWS_FOR_REVIEW = sa.text(
-    """
-    SELECT s.row_number, s.email, s.first_name, s.last_name, s.company,
+def _rows_for_review_sql(dataset: Dataset) -> str:
+    values = ", ".join(f"{staged_value(dataset, f)} AS {f}" for f in dataset.field_names)
+    # Grouped by the primary key, so every column of the row can be selected.
+    return f"""
+    SELECT s.row_number, {values},
            string_agg(i.kind || ': ' || i.message, '; ' ORDER BY i.kind, i.field) AS problems
     FROM staging_rows s
     JOIN issue_items ii ON ii.job_id = s.job_id AND ii.row_number = s.row_number
     JOIN issues i ON i.issue_id = ii.issue_id AND NOT i.resolved
     WHERE s.job_id = :job_id AND s.status = 'ISSUE'
-    GROUP BY s.row_number, s.email, s.first_name, s.last_name, s.company
+    GROUP BY s.job_id, s.row_number
     ORDER BY s.row_number
     """
-)
 
 
-def rows_for_review(conn: Connection, job_id: str) -> Iterator[dict]:
+def rows_for_review(conn: Connection, job_id: str, dataset: Dataset = CONTACTS) -> Iterator[dict]:
     """Rows with open issues, their values and a line describing their problems, streamed."""
     result = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        _ROWS_FOR_REVIEW, {"job_id": job_id}
+        sa.text(_rows_for_review_sql(dataset)), {"job_id": job_id}
     )
     for row in result.mappings():
         yield dict(row)
@@ -50,7 +52,10 @@ def record_decisions(
 ) -> int:
     """Store decisions for later application; refuses rows that are not in the job."""
     if job["status"] == JobStatus.COMPLETED.value:
-        raise ReviewError(f"job {job['job_id']} is already COMPLETED; its contacts are loaded")
+        raise ReviewError(
+            f"job {job['job_id']} is already COMPLETED; its {job.get('dataset', 'contacts')} "
+            "are loaded"
+        )
     if not decisions:
         return 0
     wanted = sorted({d.row_number for d in decisions})
@@ -148,6 +153,25 @@ _FIX = sa.text(
     RETURNING s.row_number, s.email, s.first_name, s.last_name, s.company
     """
 )
+# Every other dataset: the fixed fields replace the row's values in data.
+_FIX_DATA = sa.text(
+    """
+    UPDATE staging_rows s SET data = s.data || d.changes, status = 'READY'
+    FROM latest_decisions d
+    WHERE s.job_id = :job_id AND s.row_number = d.row_number
+      AND d.action = 'fix' AND s.status <> 'SUCCESS'
+    RETURNING s.row_number, s.data
+    """
+)
+_SET_DATA_VERDICTS = sa.text(
+    """
+    UPDATE staging_rows s SET data = v.data::jsonb, problems = v.problems::text[]
+    FROM (SELECT unnest(CAST(:rows AS integer[])) AS row_number,
+                 unnest(CAST(:data AS text[])) AS data,
+                 unnest(CAST(:problems AS text[])) AS problems) v
+    WHERE s.job_id = :job_id AND s.row_number = v.row_number
+    """
+)
 _SET_VERDICTS = sa.text(
     """
     UPDATE staging_rows s
@@ -160,30 +184,36 @@ _SET_VERDICTS = sa.text(
 )
 
 
-def apply_decisions(conn: Connection, job_id: str) -> AppliedDecisions:
+def apply_decisions(conn: Connection, job_id: str, dataset: Dataset = CONTACTS) -> AppliedDecisions:
     """Apply the latest pending decision of every row, then judge fixed rows by the row rules."""
     conn.execute(sa.text("DROP TABLE IF EXISTS latest_decisions"))
     conn.execute(_LATEST, {"job_id": job_id})
     discarded = conn.execute(_DISCARD, {"job_id": job_id}).rowcount
-    fixed_rows = conn.execute(_FIX, {"job_id": job_id}).mappings().all()
+    if dataset.staged_in_columns:
+        fixed_rows = [dict(r) for r in conn.execute(_FIX, {"job_id": job_id}).mappings()]
+    else:
+        fixed_rows = [
+            {"row_number": r.row_number, **r.data}
+            for r in conn.execute(_FIX_DATA, {"job_id": job_id})
+        ]
     if fixed_rows:
-        frame = pd.DataFrame([dict(r) for r in fixed_rows], dtype="str")
-        for name in CANONICAL_FIELDS:
-            frame[name] = normalize_series(frame[name])
-        frame["email_normalized"] = normalize_email(frame["email"])
-        problems = row_problems(
-            frame[list(CANONICAL_FIELDS)].assign(email=frame["email_normalized"])
-        )
-        emails = frame["email_normalized"].astype(object).where(frame["email_normalized"].notna())
-        conn.execute(
-            _SET_VERDICTS,
-            {
-                "job_id": job_id,
-                "rows": [int(n) for n in frame["row_number"]],
-                "emails": [None if pd.isna(e) else e for e in emails],
-                "problems": problems.tolist(),
-            },
-        )
+        frame = pd.DataFrame(fixed_rows, columns=["row_number", *dataset.field_names], dtype="str")
+        judged = judge_rows(frame, dataset)
+        params = {
+            "job_id": job_id,
+            "rows": [int(n) for n in frame["row_number"]],
+            "problems": judged["problems"].tolist(),
+        }
+        if dataset.staged_in_columns:
+            emails = judged["email_normalized"]
+            params["emails"] = [None if pd.isna(e) else e for e in emails]
+            conn.execute(_SET_VERDICTS, params)
+        else:
+            fields = judged[list(dataset.field_names)]
+            params["data"] = fields.to_json(
+                orient="records", lines=True, force_ascii=False
+            ).splitlines()
+            conn.execute(_SET_DATA_VERDICTS, params)
     conn.execute(
         sa.text(
             "UPDATE review_decisions SET applied_at = now() "

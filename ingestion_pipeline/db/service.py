@@ -267,7 +267,7 @@ def admit_jobs(engine: Engine, jobs: Iterable[NewJob]) -> set[str]:
 
 _WAITING = sa.text(
     """
-    SELECT j.job_id, j.tenant_id, j.source_key, j.source_etag, j.file_name
+    SELECT j.job_id, j.tenant_id, j.source_key, j.source_etag, j.file_name, j.dataset
     FROM import_jobs j
     JOIN tenant_settings t ON t.tenant_id = j.tenant_id AND t.import_limit IS NOT NULL
     WHERE j.status = 'PENDING'
@@ -375,9 +375,21 @@ def request_run(conn: Connection, tenant_id: str, job_id: str, job_name: str, so
     )
 
 
-def run_requests_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
+def woken_by(conn: Connection, job_id: str) -> list[str]:
+    """The jobs whose revalidation the completion of `job_id` asked for (see consolidation)."""
     query = (
-        sa.select(run_requests)
+        sa.select(run_requests.c.job_id)
+        .where(run_requests.c.source == f"references:{job_id}")
+        .order_by(run_requests.c.request_id)
+    )
+    return list(dict.fromkeys(conn.scalars(query)))
+
+
+def run_requests_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """Requests after the cursor, with the dataset of each request's job."""
+    query = (
+        sa.select(run_requests, import_jobs.c.dataset)
+        .join(import_jobs, import_jobs.c.job_id == run_requests.c.job_id)
         .where(run_requests.c.request_id > after)
         .order_by(run_requests.c.request_id)
         .limit(limit)

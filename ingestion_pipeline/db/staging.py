@@ -11,23 +11,36 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, IssueKind, RowStatus
-from ingestion_pipeline.emails import normalize_email
-from ingestion_pipeline.normalize import normalize_series
-from ingestion_pipeline.schemas import row_problems
+from ingestion_pipeline.constants import IssueKind, RowStatus
+from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.schemas import judge_rows
 
-STAGING_COPY_COLUMNS: tuple[str, ...] = (
+CONTACTS_COPY_COLUMNS: tuple[str, ...] = (
     "job_id",
     "row_number",
     "row_hash",
-    *CANONICAL_FIELDS,
+    *CONTACTS.field_names,
     "email_normalized",
     "extra",
     "problems",
     "status",
 )
-_COLUMN_LIST = ", ".join(STAGING_COPY_COLUMNS)
+# Every other dataset keeps its fields in one JSONB object.
+DATA_COPY_COLUMNS: tuple[str, ...] = (
+    "job_id",
+    "row_number",
+    "row_hash",
+    "data",
+    "extra",
+    "problems",
+    "status",
+)
 MALFORMED = "{" + IssueKind.MALFORMED_RECORD.value + ":record}"
+
+
+def copy_columns(dataset: Dataset) -> tuple[str, ...]:
+    """The staging_rows columns a dataset's chunks are copied into."""
+    return CONTACTS_COPY_COLUMNS if dataset.staged_in_columns else DATA_COPY_COLUMNS
 
 
 def _hash_key(job_id: str) -> str:
@@ -35,11 +48,11 @@ def _hash_key(job_id: str) -> str:
     return hashlib.sha1(job_id.encode()).hexdigest()[:16]
 
 
-def _without_nul(out: pd.DataFrame) -> pd.Series:
+def _without_nul(out: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
     """Replace NUL (which PostgreSQL text and JSONB cannot hold) by U+FFFD; True where found."""
     nul = pd.Series(False, index=out.index)
     for name, char, shown in (
-        *((n, "\x00", "\ufffd") for n in CANONICAL_FIELDS),
+        *((n, "\x00", "\ufffd") for n in fields),
         ("extra", "\\u0000", "\\ufffd"),  # the JSON escape, in the extra column's text
     ):
         found = out[name].astype("str").str.contains(char, regex=False, na=False)
@@ -49,15 +62,18 @@ def _without_nul(out: pd.DataFrame) -> pd.Series:
     return nul
 
 
-def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
-    """Add the normalized email, row rule verdicts, row hash and status to a read chunk."""
+def _data_json(values: pd.DataFrame) -> pd.Series:
+    """Each row's fields as one JSON object of text values (null where missing)."""
+    lines = values.to_json(orient="records", lines=True, force_ascii=False).splitlines()
+    return pd.Series(lines, index=values.index, dtype="str")
+
+
+def prepare_chunk(frame: pd.DataFrame, job_id: str, dataset: Dataset = CONTACTS) -> pd.DataFrame:
+    """Add the normalized values, row rule verdicts, row hash and status to a read chunk."""
+    fields = dataset.field_names
     out = frame.copy()
-    nul = _without_nul(out)
-    for name in CANONICAL_FIELDS:
-        out[name] = normalize_series(out[name])
-    out["email_normalized"] = normalize_email(out["email"])
-    checked = out[list(CANONICAL_FIELDS)].assign(email=out["email_normalized"])
-    out["problems"] = row_problems(checked)
+    nul = _without_nul(out, fields)
+    out = judge_rows(out, dataset)
     problem = out.get("record_problem", pd.Series(None, index=out.index, dtype="str"))
     problem = problem.mask(nul, "nul")
     if "parse_error" in out:
@@ -76,17 +92,20 @@ def prepare_chunk(frame: pd.DataFrame, job_id: str) -> pd.DataFrame:
             marker + problem[flagged] + rest.where(rest == "}", "," + rest)
         )
     hashed = pd.util.hash_pandas_object(
-        out[["row_number", *CANONICAL_FIELDS, "extra"]], index=False, hash_key=_hash_key(job_id)
+        out[["row_number", *fields, "extra"]], index=False, hash_key=_hash_key(job_id)
     )
     out["row_hash"] = hashed.to_numpy().view("int64")
     out["status"] = (out["problems"] == "{}").map(
         {True: RowStatus.READY.value, False: RowStatus.ISSUE.value}
     )
     out["job_id"] = job_id
-    return out[list(STAGING_COPY_COLUMNS)]
+    if not dataset.staged_in_columns:
+        out["data"] = _data_json(out[list(fields)])
+    return out[list(copy_columns(dataset))]
 
 
 def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> None:
+    columns = ", ".join(frame.columns)
     # Arrow's CSV writer is ~10x faster than DataFrame.to_csv; nulls come out as unquoted
     # empty fields, which COPY reads as NULL, and every string is quoted.
     buffer = io.BytesIO()
@@ -98,7 +117,7 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> None:
     buffer.seek(0)
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN WITH (FORMAT csv)", buffer)
+        cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
 
@@ -120,11 +139,12 @@ def copy_chunk(conn: Connection, frame: pd.DataFrame, *, resume: bool) -> int:
     finally:
         cursor.close()
     _copy(conn, "staging_incoming", frame)
+    columns = ", ".join(frame.columns)
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.execute(
-            f"INSERT INTO staging_rows ({_COLUMN_LIST}) "
-            f"SELECT {_COLUMN_LIST} FROM staging_incoming ON CONFLICT DO NOTHING"
+            f"INSERT INTO staging_rows ({columns}) "
+            f"SELECT {columns} FROM staging_incoming ON CONFLICT DO NOTHING"
         )
         return cursor.rowcount
     finally:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from ingestion_pipeline.datasets import DATASETS, Dataset, FieldType
 
 metadata = sa.MetaData()
 
@@ -20,11 +24,16 @@ import_jobs = sa.Table(
     sa.Column("source_key", sa.Text, nullable=False),
     sa.Column("source_etag", sa.Text, nullable=False),
     sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False, server_default="contacts"),
     sa.Column("status", sa.Text, nullable=False, server_default="PENDING"),
     sa.Column("total_rows", sa.Integer),
     sa.Column("processed_rows", sa.Integer, nullable=False, server_default="0"),
     sa.Column("issue_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("contacts_created", sa.Integer, nullable=False, server_default="0"),
+    # What loading did by merge policy (contacts: inserted = contacts_created).
+    sa.Column("rows_inserted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rows_updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rows_unchanged", sa.Integer, nullable=False, server_default="0"),
     sa.Column("encoding", sa.Text),
     sa.Column("delimiter", sa.Text),
     sa.Column("error", sa.Text),
@@ -38,11 +47,12 @@ import_jobs = sa.Table(
     sa.Column("layout", JSONB),
     sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
     sa.CheckConstraint(
-        "status IN ('PENDING', 'PROCESSING', 'NEEDS_MAPPING', 'NEEDS_REVIEW', 'COMPLETED', "
-        "'FAILED')",
+        "status IN ('PENDING', 'PROCESSING', 'NEEDS_MAPPING', 'NEEDS_REVIEW', "
+        "'WAITING_FOR_REFERENCES', 'COMPLETED', 'FAILED')",
         name="ck_import_jobs_status",
     ),
     sa.Index("ix_import_jobs_tenant_status", "tenant_id", "status"),
+    sa.Index("ix_import_jobs_tenant_dataset", "tenant_id", "dataset"),
 )
 
 # Mappings a person confirmed, by tenant and header signature: the next export of the same
@@ -73,6 +83,8 @@ staging_rows = sa.Table(
     sa.Column("last_name", sa.Text),
     sa.Column("company", sa.Text),
     sa.Column("email_normalized", sa.Text),
+    # The fields of every dataset but contacts, as text values by field name.
+    sa.Column("data", JSONB),
     sa.Column("extra", JSONB),
     sa.Column("problems", ARRAY(sa.Text), nullable=False, server_default="{}"),
     sa.Column("status", sa.Text, nullable=False, server_default="READY"),
@@ -138,6 +150,48 @@ contacts = sa.Table(
     sa.UniqueConstraint("tenant_id", "email_normalized", name="uq_contacts_tenant_email"),
     sa.Index("ix_contacts_job", "job_id"),
 )
+
+_COLUMN_TYPES = {
+    FieldType.TEXT: sa.Text,
+    FieldType.EMAIL: sa.Text,
+    FieldType.UUID: sa.Uuid,
+    FieldType.INTEGER: sa.BigInteger,
+    FieldType.DECIMAL: sa.Numeric,
+    FieldType.BOOLEAN: sa.Boolean,
+    FieldType.DATE: sa.Date,
+    FieldType.TIMESTAMP: sa.DateTime(timezone=True),
+    FieldType.JSON: JSONB,
+}
+
+
+def column_type(field_type: FieldType) -> Any:
+    """The PostgreSQL type a declared field loads as."""
+    return _COLUMN_TYPES[field_type]
+
+
+def loaded_table(dataset: Dataset) -> sa.Table:
+    """A dataset's table (every dataset but contacts, whose table is above): the tenant and
+    the natural key as primary key, the fields typed, and what loaded each row."""
+    return sa.Table(
+        dataset.table,
+        metadata,
+        sa.Column("tenant_id", sa.Text, primary_key=True),
+        *(
+            sa.Column(f.name, column_type(f.type), primary_key=f.name == dataset.key)
+            for f in dataset.fields
+        ),
+        sa.Column("content_hash", sa.Text, nullable=False),
+        sa.Column("job_id", sa.Text),
+        sa.Column("source_row", sa.Integer),
+        sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+        sa.Index(f"ix_{dataset.table}_job", "job_id"),
+    )
+
+
+LOADED_TABLES: dict[str, sa.Table] = {
+    d.name: loaded_table(d) for d in DATASETS.values() if not d.staged_in_columns
+}
 
 # A reviewer's decision on one staged row: fix some fields, or discard the row. Decisions are
 # recorded first and applied by the reviewed_staging asset, latest per row winning.

@@ -9,59 +9,223 @@ problem that comes back reopens its issue. A fixed number of statements per job,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ingestion_pipeline.constants import MAX_NAME_LENGTH, IssueKind, JobStatus
+from ingestion_pipeline.constants import IssueKind, JobStatus
+from ingestion_pipeline.datasets import DATASETS, Dataset, Field, FieldType, MergePolicy
+from ingestion_pipeline.issue_kinds import UnknownIssueKindError, template_parts
 
-_CURRENT_PROBLEMS = sa.text(
-    """
-    CREATE TEMP TABLE current_problems ON COMMIT DROP AS
-    WITH live AS (
-        SELECT row_number, email, email_normalized, problems
-        FROM staging_rows
-        WHERE job_id = :job_id AND status IN ('READY', 'ISSUE')
-    ),
-    dups AS (
-        SELECT row_number, email_normalized,
-               count(*) OVER (PARTITION BY email_normalized) AS copies
-        FROM live
-        WHERE email_normalized IS NOT NULL
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _by_field(field_sql: str, values: dict[str, str]) -> str:
+    """CASE over the field name of a problem code, NULL for any other field."""
+    if not values:
+        return "NULL"
+    whens = " ".join(f"WHEN {_literal(name)} THEN {expr}" for name, expr in values.items())
+    return f"CASE {field_sql} {whens} END"
+
+
+def _message(kind: str, variables: dict[str, str]) -> str:
+    """The registry's message for `kind` as a SQL expression over `variables`."""
+    parts = []
+    for part, text in template_parts(kind):
+        if part == "text":
+            parts.append(_literal(text))
+        elif text in variables:
+            parts.append(variables[text])
+        else:
+            raise UnknownIssueKindError(f"message of {kind!r} uses an unknown {{{text}}}")
+    return "concat(" + ", ".join(parts) + ")"
+
+
+def staged_value(dataset: Dataset, name: str, alias: str = "s") -> str:
+    """The SQL expression of a field's staged text value."""
+    if dataset.staged_in_columns:
+        return f"{alias}.{name}"
+    return f"({alias}.data->>{_literal(name)})"
+
+
+_CASTABLE = {
+    FieldType.UUID: "uuid",
+    FieldType.INTEGER: "bigint",
+    FieldType.DECIMAL: "numeric",
+    FieldType.BOOLEAN: "boolean",
+    FieldType.DATE: "date",
+    FieldType.TIMESTAMP: "timestamptz",
+}
+
+
+def typed_value(dataset: Dataset, field: Field, alias: str = "s", *, guarded: bool) -> str:
+    """A field's staged value cast to its column type; `guarded` casts only values that passed
+    the row rules (NULL otherwise), so a bad value never aborts a statement."""
+    value = staged_value(dataset, field.name, alias)
+    if field.type is FieldType.JSON:
+        cast = f"{value}::jsonb"
+    elif field.type in _CASTABLE:
+        cast = f"{value}::{_CASTABLE[field.type]}"
+    else:
+        return value
+    if not guarded:
+        return cast
+    flagged = ", ".join(
+        _literal(f"{kind.value}:{field.name}")
+        for kind in (IssueKind.INVALID_VALUE, IssueKind.MISSING_FIELD)
     )
+    return f"CASE WHEN NOT ({alias}.problems && ARRAY[{flagged}]) THEN {cast} END"
+
+
+def key_value(dataset: Dataset, alias: str = "s") -> str:
+    """The natural key as compared: contacts by their normalized email."""
+    if dataset.staged_in_columns:
+        return f"{alias}.{dataset.key}_normalized"
+    return staged_value(dataset, dataset.key, alias)
+
+
+def _row_message(dataset: Dataset) -> str:
+    field_sql = "split_part(p, ':', 2)"
+    expected = {
+        f.name: _literal("one of " + ", ".join(f.allowed) if f.allowed else f.type.described)
+        for f in dataset.fields
+        if f.allowed or f.type is not FieldType.TEXT
+    }
+    variables = {
+        "field": field_sql,
+        "dataset": _literal(dataset.name),
+        "value": _by_field(
+            field_sql,
+            {
+                f.name: staged_value(dataset, f.name, "live")
+                for f in dataset.fields
+                if f.type is not FieldType.TEXT or f.allowed
+            },
+        ),
+        "expected": _by_field(field_sql, expected),
+        "max_length": _by_field(
+            field_sql,
+            {f.name: _literal(str(f.max_length)) for f in dataset.fields if f.max_length},
+        ),
+        "detail": _MALFORMED_DETAIL,
+    }
+    row_kinds = (
+        IssueKind.MISSING_FIELD,
+        IssueKind.INVALID_EMAIL,
+        IssueKind.INVALID_VALUE,
+        IssueKind.VALUE_TOO_LONG,
+        IssueKind.MALFORMED_RECORD,
+    )
+    whens = " ".join(
+        f"WHEN {_literal(k.value)} THEN {_message(k.value, variables)}" for k in row_kinds
+    )
+    # ELSE NULL: a code of a kind the registry does not know is found and refused below.
+    return f"CASE split_part(p, ':', 1) {whens} END"
+
+
+_MALFORMED_DETAIL = """CASE split_part(p, ':', 3)
+    WHEN '' THEN 'the record is not a JSON object; its text is kept in extra._raw'
+    WHEN 'nul' THEN 'the record holds NUL bytes, shown as U+FFFD; fix or discard it'
+    ELSE 'the record has ' || split_part(split_part(p, ':', 3), '/', 1)
+         || ' fields where the header has '
+         || split_part(split_part(p, ':', 3), '/', 2)
+         || '; values past the header are kept in extra as column_N'
+END"""
+
+
+@cache
+def current_problems_sql(dataset: Dataset) -> str:
+    """The statement that collects every problem of a job's live rows into current_problems:
+    row rules, rows sharing the natural key, existing keys (merge policy insert) and
+    references to keys the tenant does not have."""
+    key = "live.key"
+    if dataset.staged_in_columns:
+        # Only the columns a message shows (the email of invalid_email): live is materialized.
+        shown = [f.name for f in dataset.fields if f.type is not FieldType.TEXT or f.allowed]
+        values = ", ".join(f"s.{name}" for name in shown)
+    else:
+        values = "s.data"
+    key_vars = {
+        "dataset": _literal(dataset.name),
+        "field": _literal(dataset.key),
+        "key": "key",
+        "copies": "copies",
+    }
+    parts = [
+        f"""
     SELECT split_part(p, ':', 1) AS kind,
            split_part(p, ':', 2) AS field,
            live.row_number::text AS issue_key,
            live.row_number,
-           CASE split_part(p, ':', 1)
-               WHEN :invalid_email THEN '"' || live.email || '" is not a valid email address'
-               WHEN :malformed_record THEN CASE split_part(p, ':', 3)
-                   WHEN '' THEN 'the record is not a JSON object; its text is kept in extra._raw'
-                   WHEN 'nul' THEN 'the record holds NUL bytes, shown as U+FFFD; fix or discard it'
-                   ELSE 'the record has ' || split_part(split_part(p, ':', 3), '/', 1)
-                        || ' fields where the header has '
-                        || split_part(split_part(p, ':', 3), '/', 2)
-                        || '; values past the header are kept in extra as column_N'
-                   END
-               WHEN :value_too_long THEN split_part(p, ':', 2) || ' is longer than '
-                   || :max_name_length || ' characters'
-               ELSE split_part(p, ':', 2) || ' is required but empty'
-           END AS message
+           {_row_message(dataset)} AS message
     FROM live, unnest(live.problems) AS p
-    WHERE cardinality(live.problems) > 0
-    UNION ALL
-    SELECT :duplicate_email, 'email', email_normalized, row_number,
-           email_normalized || ' appears on ' || copies || ' rows of this file'
+    WHERE cardinality(live.problems) > 0""",
+        f"""
+    SELECT {_literal(dataset.duplicate_kind)}, {_literal(dataset.key)}, key, row_number,
+           {_message(dataset.duplicate_kind, key_vars)}
     FROM dups
-    WHERE copies > 1
-    UNION ALL
-    SELECT :existing_contact, 'email', live.email_normalized, live.row_number,
-           'a contact with email ' || live.email_normalized || ' already exists'
+    WHERE copies > 1""",
+    ]
+    if dataset.merge is MergePolicy.INSERT:
+        table = dataset.table
+        if dataset.staged_in_columns:
+            match = f"t.{dataset.key}_normalized = {key}"
+        else:
+            match = (
+                f"t.{dataset.key} = {typed_value(dataset, dataset.key_field, 'live', guarded=True)}"
+            )
+        existing_vars = {**key_vars, "key": key}
+        parts.append(
+            f"""
+    SELECT {_literal(dataset.existing_kind)}, {_literal(dataset.key)}, {key}, live.row_number,
+           {_message(dataset.existing_kind, existing_vars)}
     FROM live
-    JOIN contacts c
-      ON c.tenant_id = :tenant_id AND c.email_normalized = live.email_normalized
+    JOIN {table} t ON t.tenant_id = :tenant_id AND {match}"""
+        )
+    for ref in dataset.references:
+        parent = DATASETS[ref.dataset]
+        field = dataset.field(ref.field)
+        raw = staged_value(dataset, ref.field, "live")
+        typed = typed_value(dataset, field, "live", guarded=True)
+        ref_vars = {
+            "dataset": _literal(dataset.name),
+            "field": _literal(ref.field),
+            "value": raw,
+            "parent": _literal(parent.name),
+        }
+        same_upload = ""
+        if parent.name == dataset.name:
+            same_upload = (
+                f" AND NOT EXISTS (SELECT 1 FROM staging_rows o WHERE o.job_id = :job_id "
+                f"AND o.status <> 'DISCARD' AND {key_value(dataset, 'o')} = {raw})"
+            )
+        parts.append(
+            f"""
+    SELECT {_literal(IssueKind.MISSING_REFERENCE.value)}, {_literal(ref.field)}, {raw},
+           live.row_number, {_message(IssueKind.MISSING_REFERENCE.value, ref_vars)}
+    FROM live
+    WHERE {typed} IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM {parent.table} r
+                      WHERE r.tenant_id = :tenant_id AND r.{parent.key} = {typed}){same_upload}"""
+        )
+    return f"""
+    CREATE TEMP TABLE current_problems ON COMMIT DROP AS
+    WITH live AS (
+        SELECT row_number, {key_value(dataset, "s")} AS key, {values}, problems
+        FROM staging_rows s
+        WHERE job_id = :job_id AND status IN ('READY', 'ISSUE')
+    ),
+    dups AS (
+        SELECT row_number, key, count(*) OVER (PARTITION BY key) AS copies
+        FROM live
+        WHERE key IS NOT NULL
+    )
+    {" UNION ALL ".join(parts)}
     """
-)
+
 
 _UPSERT_ISSUES = sa.text(
     """
@@ -132,24 +296,29 @@ class ValidationResult:
 
     open_issues: int
     problem_rows: int
+    status: JobStatus = JobStatus.PROCESSING
 
 
-def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationResult:
+def validate_job(
+    conn: Connection, job_id: str, tenant_id: str, dataset: Dataset
+) -> ValidationResult:
     """Recompute every issue of a job from its current staging rows (inside the caller's tx)."""
-    params = {
-        "job_id": job_id,
-        "tenant_id": tenant_id,
-        "invalid_email": IssueKind.INVALID_EMAIL.value,
-        "duplicate_email": IssueKind.DUPLICATE_EMAIL.value,
-        "existing_contact": IssueKind.EXISTING_CONTACT.value,
-        "malformed_record": IssueKind.MALFORMED_RECORD.value,
-        "value_too_long": IssueKind.VALUE_TOO_LONG.value,
-        "max_name_length": MAX_NAME_LENGTH,
-    }
+    params = {"job_id": job_id, "tenant_id": tenant_id}
+    if dataset.references:
+        # Serialized with the loads of the datasets it references (see consolidation): a
+        # parent completing while this job looks for its keys cannot go unnoticed.
+        reference_lock(conn, tenant_id)
     # Sorting and hashing a million emails in memory instead of in temp files.
     conn.execute(sa.text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     conn.execute(sa.text("DROP TABLE IF EXISTS current_problems"))
-    conn.execute(_CURRENT_PROBLEMS, params)
+    conn.execute(sa.text(current_problems_sql(dataset)), params)
+    unknown = conn.scalars(
+        sa.text("SELECT DISTINCT kind FROM current_problems WHERE message IS NULL LIMIT 5")
+    ).all()
+    if unknown:
+        raise UnknownIssueKindError(
+            f"job {job_id}: problem code(s) of unregistered kind {', '.join(unknown)}"
+        )
     conn.execute(sa.text("CREATE INDEX ON current_problems (row_number)"))
     # Issues written in this same transaction have no statistics yet, so the planner may pick
     # a nested loop over them; an index keeps every such plan cheap.
@@ -164,7 +333,10 @@ def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationRes
         # of before this bulk write, and the next statements on them (the checks, a review)
         # could pick nested loops over tens of thousands of rows.
         conn.execute(sa.text("ANALYZE issues, issue_items, staging_rows"))
-    status = JobStatus.NEEDS_REVIEW if open_issues else JobStatus.PROCESSING
+    status = JobStatus.PROCESSING
+    if open_issues:
+        waiting = bool(dataset.references) and _only_awaited_references(conn, job_id, dataset)
+        status = JobStatus.WAITING_FOR_REFERENCES if waiting else JobStatus.NEEDS_REVIEW
     conn.execute(
         sa.text(
             "UPDATE import_jobs SET issue_count = :n, status = :status, updated_at = now() "
@@ -172,4 +344,36 @@ def validate_job(conn: Connection, job_id: str, tenant_id: str) -> ValidationRes
         ),
         {"n": open_issues, "status": status.value, "job_id": job_id},
     )
-    return ValidationResult(open_issues=open_issues, problem_rows=problem_rows)
+    return ValidationResult(open_issues=open_issues, problem_rows=problem_rows, status=status)
+
+
+def reference_lock(conn: Connection, tenant_id: str) -> None:
+    """The tenant's lock between validating references and loading referenced datasets."""
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"references:{tenant_id}"},
+    )
+
+
+_OPEN_FIELDS = sa.text(
+    "SELECT DISTINCT kind, field FROM issues WHERE job_id = :job_id AND NOT resolved"
+)
+_ARRIVED = sa.text(
+    """
+    SELECT DISTINCT p.dataset FROM import_jobs p, import_jobs j
+    WHERE j.job_id = :job_id AND p.tenant_id = j.tenant_id AND p.dataset = ANY(:parents)
+      AND p.status = 'COMPLETED' AND p.finished_at > j.created_at
+    """
+)
+
+
+def _only_awaited_references(conn: Connection, job_id: str, dataset: Dataset) -> bool:
+    """Whether every open issue is a missing reference to a dataset of which no job of the
+    tenant has completed since this job arrived: the parent rows may still be on their way.
+    A reference still missing once the parent arrived is a reviewer's issue."""
+    open_fields = conn.execute(_OPEN_FIELDS, {"job_id": job_id}).all()
+    if any(kind != IssueKind.MISSING_REFERENCE.value for kind, _ in open_fields):
+        return False
+    parent_of = {r.field: r.dataset for r in dataset.references}
+    arrived = set(conn.scalars(_ARRIVED, {"job_id": job_id, "parents": list(dataset.parents)}))
+    return all(parent_of[field] not in arrived for _, field in open_fields)

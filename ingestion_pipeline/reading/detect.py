@@ -8,6 +8,7 @@ import io
 import re
 from dataclasses import dataclass
 
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.errors import UnreadableFileError
 from ingestion_pipeline.reading.mapping import header_score
 
@@ -107,8 +108,9 @@ def _records(text: str, delimiter: str, limit: int) -> tuple[list[list[str]], li
     return records, lines
 
 
-def locate_header(records: list[list[str]]) -> tuple[int, int]:
-    """(index, score) of the record that is the header: the best-scoring one among the first
+def locate_header(records: list[list[str]], dataset: Dataset = CONTACTS) -> tuple[int, int]:
+    """(index, score) of the record that is the header of `dataset`: the best-scoring one
+    (mapping.header_score) among the first
     HEADER_SEARCH_RECORDS non-blank records, the earliest on a tie; with no score anywhere,
     the first record as wide as the widest."""
     best, best_score = -1, 0
@@ -119,7 +121,7 @@ def locate_header(records: list[list[str]]) -> tuple[int, int]:
         seen += 1
         if seen > HEADER_SEARCH_RECORDS:
             break
-        score = header_score(record)
+        score = header_score(record, dataset)
         if score > best_score:
             best, best_score = index, score
     if best >= 0:
@@ -132,10 +134,10 @@ def locate_header(records: list[list[str]]) -> tuple[int, int]:
 
 
 def layout_from_records(
-    records: list[list[str]], lines: list[int], complete: bool
+    records: list[list[str]], lines: list[int], complete: bool, dataset: Dataset = CONTACTS
 ) -> tuple[int, tuple[str, ...], tuple[tuple[int, str], ...], tuple[tuple[str, ...], ...]]:
     """Header index, cleaned header, preamble (line, text) and data samples of `records`."""
-    index, _ = locate_header(records)
+    index, _ = locate_header(records, dataset)
     if index < 0:
         return -1, (), (), ()
     header = tuple(_clean_header(records[index]))
@@ -160,10 +162,12 @@ def _clean_header(raw: list[str]) -> list[str]:
     return names
 
 
-def detect_format(sample: bytes, file_name: str, *, complete: bool = False) -> FileFormat:
+def detect_format(
+    sample: bytes, file_name: str, *, complete: bool = False, dataset: Dataset = CONTACTS
+) -> FileFormat:
     """Decide encoding, delimiter and the header from the first bytes of a file.
 
-    The delimiter is the candidate whose header maps to the most contact fields, so a comma
+    The delimiter is the candidate whose header maps to the most fields of `dataset`, so a comma
     inside a semicolon file's header does not fool it the way a frequency count would. The
     header need not be the first line: notes above it are skipped and reported. `complete`
     says the sample is the whole file (its last record is not cut off).
@@ -182,7 +186,7 @@ def detect_format(sample: bytes, file_name: str, *, complete: bool = False) -> F
     best = None
     for delimiter in DELIMITERS:
         records, lines = _records(text, delimiter, HEADER_SEARCH_RECORDS + SAMPLE_RECORDS + 1)
-        index, score = locate_header(records)
+        index, score = locate_header(records, dataset)
         if index < 0:
             continue
         rank = (score, len(records[index]))
@@ -191,7 +195,7 @@ def detect_format(sample: bytes, file_name: str, *, complete: bool = False) -> F
     if best is None:
         raise UnreadableFileError(file_name, "no header row found")
     _, delimiter, records, lines = best
-    index, header, preamble, samples = layout_from_records(records, lines, complete)
+    index, header, preamble, samples = layout_from_records(records, lines, complete, dataset)
     return FileFormat(
         encoding=encoding,
         delimiter=delimiter,

@@ -1,4 +1,4 @@
-"""The error a file gets when it cannot be read as contacts."""
+"""The error a file gets when it cannot be read as its dataset."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TextIO
 
 
 class UnreadableFileError(ValueError):
-    """A file that cannot be imported as contacts; names the file and, when known, the record."""
+    """A file that cannot be imported; names the file and, when known, the record."""
 
     def __init__(
         self, file_name: str, problem: str, *, record: int | None = None, line: int | None = None

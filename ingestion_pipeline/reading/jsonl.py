@@ -11,7 +11,8 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, FIRST_NAME, FULL_NAME, LAST_NAME
+from ingestion_pipeline.constants import FIRST_NAME, FULL_NAME, LAST_NAME
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
 from ingestion_pipeline.reading.errors import (
     LineTooLongError,
@@ -21,11 +22,12 @@ from ingestion_pipeline.reading.errors import (
 )
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
-    could_hold_email,
+    is_contacts,
+    require_columns,
     split_full_name,
     suggest_mapping,
 )
-from ingestion_pipeline.reading.records import CHUNK_COLUMNS, Chunk, PrefixedReader
+from ingestion_pipeline.reading.records import Chunk, PrefixedReader, chunk_columns
 
 JSON_EXTENSIONS = (".json", ".ndjson", ".jsonl")
 # A JSON-array element larger than this is treated as malformed, so a broken file cannot make
@@ -40,6 +42,8 @@ def _cell(value: Any) -> str:
 
 
 def _text(value: Any) -> str | None:
+    """A JSON value as the text staged for it: numbers and booleans, objects and arrays (a
+    JSON-typed field) as their JSON text."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -49,11 +53,14 @@ def _text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-class JsonContactFile:
-    """Reads `[{...}, ...]` or one object per line; the same interface as ContactFile."""
+class JsonFile:
+    """Reads `[{...}, ...]` or one object per line; the same interface as DelimitedFile."""
 
-    def __init__(self, stream: BinaryIO, file_name: str, counter) -> None:
+    def __init__(
+        self, stream: BinaryIO, file_name: str, counter, *, dataset: Dataset = CONTACTS
+    ) -> None:
         self.file_name = file_name
+        self.dataset = dataset
         self._counter = counter
         head = stream.read(64 * 1024)
         encoding = detect_encoding(head, file_name)
@@ -90,16 +97,17 @@ class JsonContactFile:
             header=header,
             samples=samples,
         )
-        self.suggestion = suggest_mapping(header, samples)
-        if not could_hold_email(header, samples):
-            shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
-            raise UnreadableFileError(
-                self.file_name, f"no email field found; the keys are: {shown}"
-            )
+        self.suggestion = suggest_mapping(header, samples, dataset)
+        require_columns(self.file_name, header, samples, dataset, keys=True)
         self.use_mapping(self.suggestion)
 
     def use_mapping(self, mapping: ColumnMapping) -> None:
         """Read with `mapping` (its columns are the records' keys)."""
+        if mapping.dataset != self.dataset.name:
+            raise UnreadableFileError(
+                self.file_name,
+                f"the mapping is for {mapping.dataset}, the file is read as {self.dataset.name}",
+            )
         unknown = [
             c for cols in mapping.fields.values() for c in cols if c not in self.format.header
         ]
@@ -108,9 +116,9 @@ class JsonContactFile:
                 self.file_name, f"the mapping names key {unknown[0]!r}, not in the records"
             )
         self.mapping = mapping
-        self._primary = {
-            name: cols[0] for name, cols in mapping.fields.items() if name != FULL_NAME
-        }
+        # Contacts' whole-name key is split, not stored: it stays in extra too.
+        split = FULL_NAME if is_contacts(self.dataset) else None
+        self._primary = {name: cols[0] for name, cols in mapping.fields.items() if name != split}
 
     @property
     def bytes_read(self) -> int:
@@ -187,7 +195,8 @@ class JsonContactFile:
                 yield None, raw, f"a JSON {type(value).__name__}, not an object"
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        """Yield chunks of at most `chunk_size` records with CHUNK_COLUMNS plus parse_error."""
+        """Yield chunks of at most `chunk_size` records: chunk_columns(dataset) plus
+        parse_error."""
         batch: list[dict[str, Any]] = []
         for value, raw, error in itertools.chain(self._head, self._source):
             batch.append(self._row(value, raw, error))
@@ -201,12 +210,16 @@ class JsonContactFile:
         self.records_read += 1
         row: dict[str, Any] = {"row_number": self.records_read, "parse_error": error}
         if value is None:
-            row.update({name: None for name in CANONICAL_FIELDS})
+            row.update(dict.fromkeys(self.dataset.field_names))
             row["extra"] = json.dumps({"_raw": raw}, ensure_ascii=False)
             return row
-        for name in CANONICAL_FIELDS:
+        for name in self.dataset.field_names:
             row[name] = self._first_filled(value, self.mapping.fields.get(name, ()))
-        if FULL_NAME in self.mapping.fields and (row[FIRST_NAME] is None or row[LAST_NAME] is None):
+        if (
+            FULL_NAME in self.mapping.fields
+            and is_contacts(self.dataset)
+            and (row[FIRST_NAME] is None or row[LAST_NAME] is None)
+        ):
             first, last = split_full_name(self._first_filled(value, self.mapping.fields[FULL_NAME]))
             row[FIRST_NAME] = row[FIRST_NAME] or first
             row[LAST_NAME] = row[LAST_NAME] or last
@@ -225,7 +238,7 @@ class JsonContactFile:
 
     def _chunk(self, batch: list[dict[str, Any]]) -> Chunk:
         with records_from(self.file_name, batch[0]["row_number"]):
-            frame = pd.DataFrame(batch, columns=[*CHUNK_COLUMNS, "parse_error"])
-            for name in (*CANONICAL_FIELDS, "extra", "parse_error"):
+            frame = pd.DataFrame(batch, columns=[*chunk_columns(self.dataset), "parse_error"])
+            for name in (*self.dataset.field_names, "extra", "parse_error"):
                 frame[name] = frame[name].astype("str")
         return Chunk(frame=frame, bytes_read=self.bytes_read)

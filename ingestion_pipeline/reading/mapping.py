@@ -1,5 +1,7 @@
-"""Which columns of an upload hold which contact field: decided from the header names, the
-known export profiles of the tools people use, and the values themselves.
+"""Which columns of an upload hold which field of its dataset.
+
+Contacts are decided from the header names, the known export profiles of the tools people use,
+and the values themselves; any other dataset by its declared field names and aliases.
 
 Plain Python, no Dagster: the importer records the mapping a job used, and asks a person when
 the required fields cannot be mapped with confidence.
@@ -22,7 +24,10 @@ from ingestion_pipeline.constants import (
     LAST_NAME,
     REQUIRED_FIELDS,
 )
+from ingestion_pipeline.datasets import CONTACTS, Dataset, dataset_named
+from ingestion_pipeline.reading.errors import UnreadableFileError
 
+# The fields a contacts mapping may name: full_name is read, split, and never stored.
 MAPPABLE_FIELDS: tuple[str, ...] = (*CANONICAL_FIELDS, FULL_NAME)
 _NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 # Good enough to tell an address from a name or a phone number in a sample; the rules judge it.
@@ -42,6 +47,16 @@ class Method:
     NAME = "name"
     VALUES = "values"
     SPLIT = "split"
+
+
+def is_contacts(dataset: Dataset | str) -> bool:
+    """Whether `dataset` (or its name) is contacts, the one read with profiles and hints."""
+    return (dataset if isinstance(dataset, str) else dataset.name) == CONTACTS.name
+
+
+def mappable_fields(dataset: Dataset = CONTACTS) -> tuple[str, ...]:
+    """The fields a mapping of `dataset` may name (contacts: MAPPABLE_FIELDS)."""
+    return MAPPABLE_FIELDS if is_contacts(dataset) else dataset.field_names
 
 
 def header_key(name: str) -> str:
@@ -225,14 +240,19 @@ class ColumnMapping:
     profile: str | None = None
     # Required fields a person chose to leave unmapped: every row then has an issue on them.
     empty: list[str] = field(default_factory=list)
+    dataset: str = CONTACTS.name
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "fields": self.fields,
             "methods": self.methods,
             "profile": self.profile,
             "empty": self.empty,
         }
+        # Contacts mappings stored before datasets existed have no key: keep them identical.
+        if not is_contacts(self.dataset):
+            data["dataset"] = self.dataset
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> ColumnMapping:
@@ -241,6 +261,7 @@ class ColumnMapping:
             methods=dict(data.get("methods", {})),
             profile=data.get("profile"),
             empty=list(data.get("empty", [])),
+            dataset=data.get("dataset") or CONTACTS.name,
         )
 
     def with_method(self, method: str) -> ColumnMapping:
@@ -250,11 +271,16 @@ class ColumnMapping:
             {k: method for k in self.fields},
             self.profile,
             list(self.empty),
+            self.dataset,
         )
 
     @property
     def unmapped(self) -> list[str]:
-        """Required fields with no column (first and last name count as mapped by a split)."""
+        """Required fields with no column (for contacts, first and last name count as mapped
+        by a split of full_name)."""
+        if not is_contacts(self.dataset):
+            required = dataset_named(self.dataset).required_fields
+            return [n for n in required if n not in self.fields and n not in self.empty]
         missing = []
         for name in REQUIRED_FIELDS:
             if name in self.fields or name in self.empty:
@@ -271,6 +297,8 @@ class ColumnMapping:
 
     def describe(self) -> str:
         """`email <- "E-mail 1 - Value" (profile)`, one field a line."""
+        if not is_contacts(self.dataset):
+            return self._describe_declared(dataset_named(self.dataset))
         lines = []
         for name in MAPPABLE_FIELDS:
             cols = self.fields.get(name)
@@ -283,6 +311,17 @@ class ColumnMapping:
                     lines.append(f"{name} <- {how} ({Method.SPLIT})")
                 else:
                     lines.append(f"{name} <- {how}")
+        return "\n".join(lines)
+
+    def _describe_declared(self, dataset: Dataset) -> str:
+        lines = []
+        for f in dataset.fields:
+            cols = self.fields.get(f.name)
+            if cols:
+                shown = ", ".join(f'"{c}"' for c in cols)
+                lines.append(f"{f.name} <- {shown} ({self.methods.get(f.name, '')})")
+            elif f.required:
+                lines.append(f"{f.name} <- not mapped")
         return "\n".join(lines)
 
 
@@ -307,9 +346,14 @@ def _profile_for(keys: dict[str, str]) -> Profile | None:
     return None
 
 
-def suggest_mapping(header: Sequence[str], samples: Sequence[Sequence[str]]) -> ColumnMapping:
-    """The best automatic mapping of `header`: a known export profile, then exact aliases,
-    then words in the header names, then (for the email) the sampled values."""
+def suggest_mapping(
+    header: Sequence[str], samples: Sequence[Sequence[str]], dataset: Dataset = CONTACTS
+) -> ColumnMapping:
+    """The best automatic mapping of `header`. Contacts: a known export profile, then exact
+    aliases, then words in the header names, then (for the email) the sampled values. Any
+    other dataset: the declared field names and aliases only."""
+    if not is_contacts(dataset):
+        return _declared_mapping(header, dataset)
     keys = {header_key(name): name for name in reversed(header)}  # first spelling wins
     mapping = ColumnMapping()
     profile = _profile_for(keys)
@@ -350,22 +394,70 @@ def suggest_mapping(header: Sequence[str], samples: Sequence[Sequence[str]]) -> 
     return mapping
 
 
-def header_score(record: Sequence[str]) -> int:
-    """How much a record looks like a contacts header: fields its names map to (a known
-    profile counts double); 0 for a line of notes or data."""
+def _declared_mapping(header: Sequence[str], dataset: Dataset) -> ColumnMapping:
+    """One column per field: the first whose name is the field's name or a declared alias."""
+    own = {header_key(f.name): f.name for f in dataset.fields}
+    chosen: dict[str, str] = {}
+    # A column named as a field is that field's before it can be another field's alias.
+    for column in header:
+        name = own.get(header_key(column))
+        if name is not None and name not in chosen:
+            chosen[name] = column
+    taken = set(chosen.values())
+    for f in dataset.fields:
+        if f.name in chosen:
+            continue
+        aliases = {header_key(a) for a in f.aliases}
+        for column in header:
+            key = header_key(column)
+            if column not in taken and key not in own and key in aliases:
+                chosen[f.name] = column
+                taken.add(column)
+                break
+    fields = {name: [chosen[name]] for name in dataset.field_names if name in chosen}
+    return ColumnMapping(fields, dict.fromkeys(fields, Method.ALIAS), dataset=dataset.name)
+
+
+def header_score(record: Sequence[str], dataset: Dataset = CONTACTS) -> int:
+    """How much a record looks like a header of `dataset`: fields its names map to (a known
+    contacts profile counts double); 0 for a line of notes or data."""
     if sum(1 for cell in record if cell.strip()) < 2:
         return 0
     names = [cell.strip() for cell in record]
-    mapping = suggest_mapping(names, [])
+    mapping = suggest_mapping(names, [], dataset)
     return len(mapping.fields) + (len(mapping.fields) if mapping.profile else 0)
 
 
-def could_hold_email(header: Sequence[str], samples: Sequence[Sequence[str]]) -> bool:
+def _could_hold_email(header: Sequence[str], samples: Sequence[Sequence[str]]) -> bool:
     """Whether any column could hold an email: by its name or by its values."""
     email_hint = _NAME_HINTS[0][1]
     return any(email_hint.search(c.casefold()) for c in header) or bool(
         email_columns_by_value(header, samples)
     )
+
+
+def require_columns(
+    file_name: str,
+    header: Sequence[str],
+    samples: Sequence[Sequence[str]],
+    dataset: Dataset = CONTACTS,
+    *,
+    keys: bool = False,
+) -> None:
+    """Refuse a file with nothing of `dataset` in it: for contacts, no column that could hold
+    an email; for another dataset, no column mapping to any of its fields. `keys` says the
+    header is the keys of JSON records."""
+    if is_contacts(dataset):
+        if _could_hold_email(header, samples):
+            return
+        what = "no email field found" if keys else "no email column found"
+    else:
+        if suggest_mapping(header, samples, dataset).fields:
+            return
+        what = f"no {'field' if keys else 'column'} of {dataset.name} found"
+    shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+    listed = "the keys are" if keys else "the header has"
+    raise UnreadableFileError(file_name, f"{what}; {listed}: {shown}")
 
 
 class MappingError(ValueError):
@@ -376,19 +468,30 @@ def person_mapping(
     header: Sequence[str],
     assignments: Mapping[str, Iterable[str] | str | None],
     base: ColumnMapping | None = None,
+    *,
+    dataset: Dataset | None = None,
 ) -> ColumnMapping:
     """`base` (the suggestion) with a person's `field -> column(s)` on top; an empty value
     leaves that field unmapped on purpose.
 
-    Columns are matched exactly, then ignoring case and punctuation; unknown fields and
-    columns are a MappingError naming what the header has.
+    Fields are those of `dataset`, else of `base`'s dataset, else of contacts. Columns are
+    matched exactly, then ignoring case and punctuation; unknown fields and columns are a
+    MappingError naming what the header has.
     """
+    if dataset is None:
+        dataset = dataset_named(base.dataset) if base is not None else CONTACTS
+    elif base is not None and base.dataset != dataset.name:
+        raise MappingError(f"the suggestion maps {base.dataset}, not {dataset.name}")
+    fields = mappable_fields(dataset)
     keys = {header_key(name): name for name in reversed(header)}
-    mapping = ColumnMapping() if base is None else base.with_method(Method.PERSON)
+    if base is None:
+        mapping = ColumnMapping(dataset=dataset.name)
+    else:
+        mapping = base.with_method(Method.PERSON)
     mapping.methods = {k: (base.methods.get(k, "") if base else "") for k in mapping.fields}
     for name, value in assignments.items():
-        if name not in MAPPABLE_FIELDS:
-            raise MappingError(f"unknown field {name!r}; fields: {', '.join(MAPPABLE_FIELDS)}")
+        if name not in fields:
+            raise MappingError(f"unknown field {name!r}; fields: {', '.join(fields)}")
         columns = [value] if isinstance(value, str) or value is None else list(value)
         resolved = []
         for column in columns:
@@ -408,8 +511,8 @@ def person_mapping(
         if resolved:
             mapping.fields[name] = resolved
             mapping.methods[name] = Method.PERSON
-        elif name in REQUIRED_FIELDS:
+        elif name in dataset.required_fields:
             mapping.empty.append(name)
-    if EMAIL not in mapping.fields:
+    if is_contacts(dataset) and EMAIL not in mapping.fields:
         raise MappingError("the email field must be mapped to a column")
     return mapping

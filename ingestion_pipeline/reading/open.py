@@ -7,9 +7,10 @@ import io
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.errors import UnreadableFileError
-from ingestion_pipeline.reading.jsonl import JSON_EXTENSIONS, JsonContactFile
-from ingestion_pipeline.reading.records import ByteCounter, ContactFile
+from ingestion_pipeline.reading.jsonl import JSON_EXTENSIONS, JsonFile
+from ingestion_pipeline.reading.records import ByteCounter, DelimitedFile
 from ingestion_pipeline.reading.spreadsheet import SPREADSHEET_EXTENSIONS, SpreadsheetFile
 from ingestion_pipeline.reading.vcard import VCARD_EXTENSIONS, VCardFile
 
@@ -44,14 +45,14 @@ class DecompressionLimit(ByteCounter):
         return n
 
 
-UploadFile = ContactFile | JsonContactFile | SpreadsheetFile | VCardFile
+UploadFile = DelimitedFile | JsonFile | SpreadsheetFile | VCardFile
 
 
-def open_contact_file(stream: BinaryIO, file_name: str) -> UploadFile:
-    """Detect the format of `stream` and return a reader over its records.
+def open_upload(stream: BinaryIO, file_name: str, dataset: Dataset = CONTACTS) -> UploadFile:
+    """Detect the format of `stream` and return a reader over its records of `dataset`.
 
     A gzip stream (by its magic bytes) is decompressed on the fly; the name without `.gz`
-    then says whether it holds a workbook, vCards, JSON or delimited text.
+    then says whether it holds a workbook, vCards (contacts only), JSON or delimited text.
     """
     counter = ByteCounter(stream)
     buffered = io.BufferedReader(counter, buffer_size=1024 * 1024)
@@ -66,9 +67,9 @@ def open_contact_file(stream: BinaryIO, file_name: str) -> UploadFile:
             inner_name = inner_name[:-3]
     suffix = PurePosixPath(inner_name).suffix.lower()
     if suffix in JSON_EXTENSIONS:
-        return JsonContactFile(source, file_name, counter)
+        return JsonFile(source, file_name, counter, dataset=dataset)
     if suffix in SPREADSHEET_EXTENSIONS:
-        return SpreadsheetFile(source, file_name, counter)
+        return SpreadsheetFile(source, file_name, counter, dataset=dataset)
     if suffix in VCARD_EXTENSIONS:
-        return VCardFile(source, file_name, counter)
-    return ContactFile(source, file_name, counter)
+        return VCardFile(source, file_name, counter, dataset=dataset)
+    return DelimitedFile(source, file_name, counter, dataset=dataset)

@@ -1,4 +1,5 @@
-"""Stream a contacts file as DataFrame chunks, memory bounded by the chunk size."""
+"""Stream a delimited upload as DataFrame chunks of its dataset's fields, memory bounded by
+the chunk size."""
 
 from __future__ import annotations
 
@@ -12,13 +13,8 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from ingestion_pipeline.constants import (
-    CANONICAL_FIELDS,
-    EMAIL,
-    FIRST_NAME,
-    FULL_NAME,
-    LAST_NAME,
-)
+from ingestion_pipeline.constants import EMAIL, FIRST_NAME, FULL_NAME, LAST_NAME
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
 from ingestion_pipeline.reading.errors import (
     MAX_LINE_CHARS,
@@ -29,8 +25,9 @@ from ingestion_pipeline.reading.errors import (
 )
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
-    could_hold_email,
+    is_contacts,
     looks_like_email,
+    require_columns,
     split_full_name,
     suggest_mapping,
 )
@@ -38,8 +35,11 @@ from ingestion_pipeline.reading.mapping import (
 # Large enough for any real cell (notes fields run to megabytes); csv's default is 128 KiB.
 csv.field_size_limit(MAX_LINE_CHARS)
 
-# Columns of every chunk, in order.
-CHUNK_COLUMNS: tuple[str, ...] = ("row_number", *CANONICAL_FIELDS, "extra")
+
+def chunk_columns(dataset: Dataset = CONTACTS) -> tuple[str, ...]:
+    """The columns of every chunk of `dataset`, in order (a reader may add its own after)."""
+    return ("row_number", *dataset.field_names, "extra")
+
 
 # Undecodable bytes are kept as lone surrogates (surrogateescape) so the record that holds them
 # can be named exactly; the counter says whether any file has met one since a chunk started.
@@ -82,14 +82,15 @@ class PrefixedReader(io.RawIOBase):
 
 @dataclass
 class Chunk:
-    """One block of records: a DataFrame with CHUNK_COLUMNS and the bytes consumed so far."""
+    """One block of records: a DataFrame with chunk_columns(dataset) and the bytes consumed
+    so far."""
 
     frame: pd.DataFrame
     bytes_read: int
 
 
-# A record after the data that is not a contact: summary lines ("Total", "Grand Total", a
-# count) or a legal line. Only a trailing run of such records with no email is a footer.
+# A record after the data that is not data: summary lines ("Total", "Grand Total", a count) or
+# a legal line. Only a trailing run of such records with no email (no key) is a footer.
 _SUMMARY_WORD = re.compile(
     r"^\s*(grand\s+total|sub-?total|totals?|summe|gesamt|insgesamt|total\s+g[ée]n[ée]ral|"
     r"count|anzahl|sum|record\s+count|rows?)\b",
@@ -107,23 +108,25 @@ class TabularFile:
 
     file_name: str
     format: FileFormat
+    dataset: Dataset
     # "line" for text files, "sheet row" for spreadsheets: how errors name a position.
     position_name = "line"
 
     def _start(self) -> None:
         self.records_read = 0
         self.footer: list[str] = []
-        self.suggestion: ColumnMapping = suggest_mapping(self.format.header, self.format.samples)
-        if not could_hold_email(self.format.header, self.format.samples):
-            shown = ", ".join(self.format.header[:12])
-            shown += ", ..." if len(self.format.header) > 12 else ""
-            raise UnreadableFileError(
-                self.file_name, f"no email column found; the header has: {shown}"
-            )
+        header, samples = self.format.header, self.format.samples
+        self.suggestion: ColumnMapping = suggest_mapping(header, samples, self.dataset)
+        require_columns(self.file_name, header, samples, self.dataset)
         self.use_mapping(self.suggestion)
 
     def use_mapping(self, mapping: ColumnMapping) -> None:
         """Read with `mapping`; a column it names that the header lacks is bad input."""
+        if mapping.dataset != self.dataset.name:
+            raise UnreadableFileError(
+                self.file_name,
+                f"the mapping is for {mapping.dataset}, the file is read as {self.dataset.name}",
+            )
         try:
             self._positions = mapping.positions(self.format.header)
         except KeyError as exc:
@@ -131,7 +134,9 @@ class TabularFile:
                 self.file_name, f"the mapping names column {exc.args[0]!r}, not in the header"
             ) from None
         self.mapping = mapping
-        primary = {cols[0] for name, cols in self._positions.items() if name != FULL_NAME}
+        # Contacts' whole-name column is split, not stored: it stays in extra too.
+        split = FULL_NAME if is_contacts(self.dataset) else None
+        primary = {cols[0] for name, cols in self._positions.items() if name != split}
         self._extras = tuple(
             (name, i) for i, name in enumerate(self.format.header) if i not in primary
         )
@@ -159,11 +164,17 @@ class TabularFile:
         self.footer = [" ".join(c.strip() for c in r if c.strip()) for r in held]
 
     def _footer_like(self, record: list[str]) -> bool:
-        """A record that may be a footer: no email address, and one value alone or a summary
-        word ("Total" may well stand in the email column of a spreadsheet)."""
-        emails = self._positions.get(EMAIL, ())
-        if any(p < len(record) and looks_like_email(record[p]) for p in emails):
-            return False
+        """A record that may be a footer: no email address (another dataset: its key column
+        blank), and one value alone or a summary word ("Total" may well stand in the email
+        column of a spreadsheet)."""
+        if is_contacts(self.dataset):
+            emails = self._positions.get(EMAIL, ())
+            if any(p < len(record) and looks_like_email(record[p]) for p in emails):
+                return False
+        else:
+            keys = self._positions.get(self.dataset.key, ())
+            if any(p < len(record) and record[p].strip() for p in keys):
+                return False
         filled = [c for c in record if c.strip()]
         return len(filled) <= 1 or bool(_SUMMARY_WORD.match(filled[0]))
 
@@ -177,7 +188,8 @@ class TabularFile:
     def _frame(self, records: list[list[str]]) -> pd.DataFrame:
         width = len(self.format.header)
         if not records:
-            return pd.DataFrame({name: pd.Series(dtype="str") for name in CHUNK_COLUMNS})
+            columns = chunk_columns(self.dataset)
+            return pd.DataFrame({name: pd.Series(dtype="str") for name in columns})
         records = self._prepare_records(records)
         lengths = set(map(len, records))
         fields = None
@@ -194,9 +206,9 @@ class TabularFile:
         start = self.records_read + 1
         out["row_number"] = pd.RangeIndex(start, start + len(raw))
         self.records_read += len(raw)
-        for name in CANONICAL_FIELDS:
+        for name in self.dataset.field_names:
             out[name] = self._first_filled(raw, self._positions.get(name, ()))
-        if FULL_NAME in self._positions:
+        if FULL_NAME in self._positions and is_contacts(self.dataset):
             # Whole names fill first and last name where those are blank (split_full_name).
             full = self._first_filled(raw, self._positions[FULL_NAME])
             need = full.notna() & (out[FIRST_NAME].isna() | out[LAST_NAME].isna())
@@ -243,19 +255,27 @@ class TabularFile:
         return value
 
 
-class ContactFile(TabularFile):
+class DelimitedFile(TabularFile):
     """An open delimited text file: its detected format and an iterator over record chunks."""
 
     def __init__(
-        self, stream: BinaryIO, file_name: str, counter: ByteCounter | None = None
+        self,
+        stream: BinaryIO,
+        file_name: str,
+        counter: ByteCounter | None = None,
+        *,
+        dataset: Dataset = CONTACTS,
     ) -> None:
         self.file_name = file_name
+        self.dataset = dataset
         if counter is None:
             counter = ByteCounter(stream)
             stream = io.BufferedReader(counter)
         self._counter = counter
         head = _read_at_least(stream, SAMPLE_BYTES)
-        self.format = detect_format(head, file_name, complete=len(head) < SAMPLE_BYTES)
+        self.format = detect_format(
+            head, file_name, complete=len(head) < SAMPLE_BYTES, dataset=dataset
+        )
         self._text = io.TextIOWrapper(
             io.BufferedReader(PrefixedReader(head, stream), buffer_size=1024 * 1024),
             encoding=self.format.encoding,

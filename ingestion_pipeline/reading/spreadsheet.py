@@ -1,5 +1,5 @@
 """Excel and OpenDocument workbooks (.xlsx, .xlsm, .xls, .ods), read as the same record chunks
-as delimited text: the sheet is the one whose header looks most like contacts."""
+as delimited text: the sheet is the one whose header looks most like the dataset's."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
 
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import (
     HEADER_SEARCH_RECORDS,
     SAMPLE_RECORDS,
@@ -54,8 +55,16 @@ class SpreadsheetFile(TabularFile):
 
     position_name = "sheet row"
 
-    def __init__(self, stream: BinaryIO, file_name: str, counter: ByteCounter) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        file_name: str,
+        counter: ByteCounter,
+        *,
+        dataset: Dataset = CONTACTS,
+    ) -> None:
         self.file_name = file_name
+        self.dataset = dataset
         self._counter = counter
         # Closed when the last batch has been read (or with the process).
         self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)  # noqa: SIM115
@@ -80,7 +89,7 @@ class SpreadsheetFile(TabularFile):
                     sheet.iter_rows(), HEADER_SEARCH_RECORDS + SAMPLE_RECORDS + 1
                 )
             ]
-            index, score = locate_header(head)
+            index, score = locate_header(head, dataset)
             if index >= 0 and (best is None or score > best[0]):
                 best = (score, sheet, head)
         if best is None:
@@ -88,7 +97,9 @@ class SpreadsheetFile(TabularFile):
         _, self._sheet, head = best
         first_row = self._sheet.start[0] + 1 if self._sheet.start else 1
         lines = list(range(first_row, first_row + len(head)))
-        index, header, preamble, samples = layout_from_records(head, lines, complete=True)
+        index, header, preamble, samples = layout_from_records(
+            head, lines, complete=True, dataset=dataset
+        )
         self.format = FileFormat(
             encoding="workbook",
             delimiter="sheet",

@@ -1,6 +1,6 @@
 """vCard files (.vcf), the only contacts export of Apple Contacts and iCloud (and one of
 Google's and Outlook's): each card becomes one record with fixed columns, streamed card by
-card into the same chunks as CSV."""
+card into the same chunks as CSV. Cards hold contacts: no other dataset is read from them."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
 from ingestion_pipeline.reading.errors import (
     LineTooLongError,
     UnreadableFileError,
     bounded_lines,
 )
+from ingestion_pipeline.reading.mapping import is_contacts
 from ingestion_pipeline.reading.records import ByteCounter, PrefixedReader, TabularFile
 
 VCARD_EXTENSIONS: tuple[str, ...] = (".vcf", ".vcard")
@@ -77,8 +79,18 @@ def _components(value: str) -> list[str]:
 class VCardFile(TabularFile):
     """An open vCard file: one record per BEGIN:VCARD ... END:VCARD."""
 
-    def __init__(self, stream: BinaryIO, file_name: str, counter: ByteCounter) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        file_name: str,
+        counter: ByteCounter,
+        *,
+        dataset: Dataset = CONTACTS,
+    ) -> None:
+        if not is_contacts(dataset):
+            raise UnreadableFileError(file_name, f"vCard files hold contacts, not {dataset.name}")
         self.file_name = file_name
+        self.dataset = dataset
         self._counter = counter
         head = stream.read(64 * 1024)
         encoding = detect_encoding(head, file_name)

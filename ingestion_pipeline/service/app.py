@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, SUPPORTED_EXTENSIONS, JobStatus
+from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
 from ingestion_pipeline.db.jobs import issue_counts_of_jobs, job_summary, list_jobs
 from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
 from ingestion_pipeline.db.service import (
@@ -68,7 +70,11 @@ FILE_NAME = (
     + "|".join(r"\." + "".join(f"[{c}{c.upper()}]" for c in e[1:]) for e in SUPPORTED_EXTENSIONS)
     + r")(\.gz)?$"
 )
-EDITABLE = (JobStatus.NEEDS_REVIEW.value, JobStatus.PROCESSING.value)
+EDITABLE = (
+    JobStatus.NEEDS_REVIEW.value,
+    JobStatus.PROCESSING.value,
+    JobStatus.WAITING_FOR_REFERENCES.value,
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class Problem(BaseModel):
 class JobOut(BaseModel):
     job_id: str
     tenant: str
+    dataset: str
     status: str
     file: str
     total_rows: int
@@ -109,6 +116,9 @@ class JobOut(BaseModel):
     issue_count: int
     issues_by_kind: dict[str, int]
     contacts_created: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
     error: str | None
     mapping: dict[str, Any] | None
     created_at: str
@@ -187,9 +197,15 @@ class DeliveryOut(BaseModel):
     delivered_at: str | None
 
 
+# The declared datasets, as the API's enumeration.
+DatasetName = Enum("DatasetName", {name: name for name in LOAD_ORDER}, type=str)
+DEFAULT_DATASET_NAME = DatasetName(DEFAULT_DATASET)
+
+
 class SessionIn(BaseModel):
     file_name: str = Field(min_length=1, max_length=255, pattern=FILE_NAME)
     size: int = Field(ge=1, le=2**53)
+    dataset: DatasetName = DEFAULT_DATASET_NAME  # type: ignore[valid-type]
 
 
 class SessionOut(BaseModel):
@@ -286,11 +302,14 @@ def job_view(service: Service, job: dict[str, Any]) -> dict[str, Any]:
 def _job_view(job: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     summary = job_summary(job)
     return {
-        **{k: summary[k] for k in ("job_id", "tenant", "status", "file", "total_rows")},
+        **{k: summary[k] for k in ("job_id", "tenant", "dataset", "status", "file", "total_rows")},
         "processed_rows": summary["processed_rows"],
         "issue_count": summary["issue_count"],
         "issues_by_kind": counts,
         "contacts_created": summary["contacts_created"],
+        "rows_inserted": summary["rows_inserted"],
+        "rows_updated": summary["rows_updated"],
+        "rows_unchanged": summary["rows_unchanged"],
         "error": summary["error"],
         "mapping": summary["mapping"],
         "created_at": _iso(job["created_at"]),
@@ -489,11 +508,13 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
             str | None, Query(min_length=1, max_length=255, pattern=FILE_NAME)
         ] = None,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+        dataset: Annotated[DatasetName, Query()] = DEFAULT_DATASET_NAME,  # type: ignore[valid-type]
     ) -> dict[str, Any]:
         """The body is the file's bytes (`file_name` names it), or a `multipart/form-data`
         form whose `file` part is the file (its file name is used unless `file_name` is
-        given). `Idempotency-Key`: the same key and bytes return the same job; the same key
-        with other bytes is a 409."""
+        given). `dataset` says what the file holds (contacts unless given).
+        `Idempotency-Key`: the same key and bytes return the same job; the same key with
+        other bytes is a 409."""
         service = _service(request)
         limit = service.settings.api_max_upload_bytes
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -502,12 +523,12 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         else:
             if not file_name:
                 raise InvalidRequestError("query.file_name: required when the body is the file")
-            check_file_name(who.tenant_id, file_name)
+            check_file_name(who.tenant_id, file_name, dataset.value)
             body = await spool(request, limit)
         try:
             if not file_name:
                 raise InvalidRequestError("the form's file part has no file name: pass file_name")
-            check_file_name(who.tenant_id, file_name)
+            check_file_name(who.tenant_id, file_name, dataset.value)
             outcome = await run_in_threadpool(
                 accept_upload,
                 service.engine,
@@ -516,6 +537,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
                 file_name,
                 body,
                 idempotency_key,
+                dataset.value,
             )
         finally:
             body.path.unlink(missing_ok=True)
@@ -543,7 +565,13 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         if body.size > service.settings.api_max_upload_bytes * 100:
             raise TooLargeError(f"{body.size} bytes is more than this service takes")
         session = start_session(
-            service.engine, service.zone, who.tenant_id, body.file_name, body.size, part_size
+            service.engine,
+            service.zone,
+            who.tenant_id,
+            body.file_name,
+            body.size,
+            part_size,
+            body.dataset.value,
         )
         return _session_view(session)
 
@@ -681,7 +709,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         fields (`null` or "" empties one); the latest decision on a row wins."""
         service = _service(request)
         job = tenant_job(service, who, job_id)
-        decisions = [_decision(d) for d in body.decisions]
+        fields = dataset_named(job["dataset"]).field_names
+        decisions = [_decision(d, fields) for d in body.decisions]
         return {"job_id": job_id, "recorded": record_job_decisions(service, job, decisions, "api")}
 
     @app.post(
@@ -822,16 +851,15 @@ def _describe_links(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _decision(item: DecisionIn) -> Decision:
+def _decision(item: DecisionIn, fields: tuple[str, ...] = CANONICAL_FIELDS) -> Decision:
     if item.action == "discard":
         if item.values:
             raise InvalidRequestError(f"row {item.row}: a discard takes no values")
         return Decision(item.row, "discard")
-    unknown = sorted(set(item.values) - set(CANONICAL_FIELDS))
+    unknown = sorted(set(item.values) - set(fields))
     if unknown:
         raise InvalidRequestError(
-            f"row {item.row}: unknown field(s) {', '.join(unknown)}; "
-            f"fields: {', '.join(CANONICAL_FIELDS)}"
+            f"row {item.row}: unknown field(s) {', '.join(unknown)}; fields: {', '.join(fields)}"
         )
     if not item.values:
         raise InvalidRequestError(f"row {item.row}: a fix needs at least one field")

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import COMPRESSED_EXTENSIONS
+from ingestion_pipeline.datasets import DEFAULT_DATASET
 from ingestion_pipeline.db.jobs import NewJob, register_jobs
 from ingestion_pipeline.db.service import (
     admit,
@@ -107,12 +108,12 @@ def object_name(file_name: str, tag: str) -> str:
     return f"{stem}.{tag}{ext}"
 
 
-def check_file_name(tenant_id: str, file_name: str) -> str:
+def check_file_name(tenant_id: str, file_name: str, dataset: str = DEFAULT_DATASET) -> str:
     """The upload key layout check for the file name as given; its message on failure."""
     if not file_name or "/" in file_name:
         raise InvalidRequestError(f"file name {file_name!r} is not a plain file name")
     try:
-        return upload_key(tenant_id, file_name)
+        return upload_key(tenant_id, file_name, dataset)
     except InvalidKeyError as exc:
         raise InvalidRequestError(str(exc).replace(f"uploads/{tenant_id}/", "")) from None
 
@@ -130,7 +131,10 @@ def _admit_and_land(engine: Engine, tenant_id: str, land: Callable[[], ObjectInf
         parsed = parse_upload_key(info.key)
         job_id = job_id_for(tenant_id, info.key, info.etag)
         with engine.begin() as conn:
-            register_jobs(conn, [NewJob(job_id, tenant_id, info.key, info.etag, parsed.file_name)])
+            register_jobs(
+                conn,
+                [NewJob(job_id, tenant_id, info.key, info.etag, parsed.file_name, parsed.dataset)],
+            )
             if verdict.admission_id is not None:
                 attach_admission(conn, verdict.admission_id, job_id)
     except BaseException:
@@ -148,11 +152,12 @@ def accept_upload(
     file_name: str,
     body: Spooled,
     idempotency_key: str | None,
+    dataset: str = DEFAULT_DATASET,
 ) -> UploadOutcome:
     """Put a spooled upload in the landing zone and register its job (PENDING: the upload
     sensor launches it). The same bytes again are the same job; the same Idempotency-Key with
     other bytes is a conflict; over the tenant's import limit nothing is written."""
-    check_file_name(tenant_id, file_name)
+    check_file_name(tenant_id, file_name, dataset)
     if body.size == 0:
         raise InvalidRequestError(f"{file_name}: the upload is empty")
     with engine.connect() as conn:
@@ -163,7 +168,7 @@ def accept_upload(
                 f"Idempotency-Key {idempotency_key!r} was used for other content (job {known[1]})"
             )
         return UploadOutcome(known[1], created=False)
-    key = upload_key(tenant_id, object_name(file_name, body.sha256[:12]))
+    key = upload_key(tenant_id, object_name(file_name, body.sha256[:12]), dataset)
     existing = zone.stat(key)
     job_id = None
     if existing is not None and existing.size == body.size:
@@ -188,16 +193,22 @@ def accept_upload(
 
 
 def start_session(
-    engine: Engine, zone: LandingZone, tenant_id: str, file_name: str, size: int, part_size: int
+    engine: Engine,
+    zone: LandingZone,
+    tenant_id: str,
+    file_name: str,
+    size: int,
+    part_size: int,
+    dataset: str = DEFAULT_DATASET,
 ) -> dict:
     """Open a resumable upload of `size` bytes in parts of `part_size` (the last one shorter)."""
-    check_file_name(tenant_id, file_name)
+    check_file_name(tenant_id, file_name, dataset)
     if size < 1:
         raise InvalidRequestError("size must be at least 1 byte")
     if -(-size // part_size) > MAX_PARTS:
         raise TooLargeError(f"{size} bytes would take more than {MAX_PARTS} parts")
     session_id = secrets.token_hex(12)
-    key = upload_key(tenant_id, object_name(file_name, session_id[:12]))
+    key = upload_key(tenant_id, object_name(file_name, session_id[:12]), dataset)
     upload_id = zone.start_upload(key)
     with engine.begin() as conn:
         create_session(
