@@ -22,7 +22,14 @@ from dagster import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from ingestion_pipeline.assets import contacts, import_issues, raw_upload, staging_rows
+from ingestion_pipeline.assets import (
+    TABLE_ASSETS,
+    contacts,
+    import_issues,
+    raw_upload,
+    staging_rows,
+)
+from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
 from ingestion_pipeline.db.jobs import get_job
 from ingestion_pipeline.emails import is_valid_email
@@ -44,15 +51,20 @@ warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions
 CHECK_FUNCTIONS: list[tuple[Any, str, bool, Callable[..., AssetCheckResult]]] = []
 
 
-def job_check(asset: Any, *, blocking: bool) -> Callable[[Callable[..., Any]], Any]:
+def job_check(
+    asset: Any, *, blocking: bool, name: str | None = None
+) -> Callable[[Callable[..., Any]], Any]:
     """`@asset_check` on one import job partition of `asset`."""
-    decorate = asset_check(
-        asset=asset, blocking=blocking, partitions_def=import_jobs_partitions_def
-    )
 
     def register(fn: Callable[..., AssetCheckResult]) -> Any:
-        CHECK_FUNCTIONS.append((asset, fn.__name__, blocking, fn))
-        return decorate(fn)
+        check_name = name or fn.__name__
+        CHECK_FUNCTIONS.append((asset, check_name, blocking, fn))
+        return asset_check(
+            asset=asset,
+            name=check_name,
+            blocking=blocking,
+            partitions_def=import_jobs_partitions_def,
+        )(fn)
 
     return register
 
@@ -231,6 +243,30 @@ def job_status_agrees(
     )
 
 
+def dataset_status_check(name: str) -> AssetChecksDefinition:
+    """`job_status_agrees` on the table of a dataset other than contacts."""
+    table = TABLE_ASSETS[name]
+
+    @job_check(table, blocking=False, name="job_status_agrees")
+    def agrees(context: AssetCheckExecutionContext, database: DatabaseResource) -> AssetCheckResult:
+        """The job's status agrees with its counts: a COMPLETED job has no open issue, every
+        row loaded or discarded, and inserted + updated + unchanged add up to the rows loaded."""
+        engine = database.get_engine()
+        with job_lock(engine, context.partition_key), engine.connect() as conn:
+            figures = sql.dataset_status_figures(conn, context.partition_key, DATASETS[name].table)
+        found = sql.dataset_status_disagreements(figures)
+        status = figures.pop("status")
+        return AssetCheckResult(
+            passed=not found,
+            description="; ".join(found) or f"{status}: counts agree",
+            metadata={"status": status, **figures},
+        )
+
+    return agrees
+
+
+DATASET_CHECKS = [dataset_status_check(n) for n in LOAD_ORDER if n != DEFAULT_DATASET]
+
 IMPORT_CHECKS: list[AssetChecksDefinition] = [
     upload_readable,
     staging_matches_file,
@@ -239,4 +275,5 @@ IMPORT_CHECKS: list[AssetChecksDefinition] = [
     contacts_unique_per_tenant,
     contacts_emails_valid,
     job_status_agrees,
+    *DATASET_CHECKS,
 ]

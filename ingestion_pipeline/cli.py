@@ -78,11 +78,14 @@ def run_import(
     run_error = None
     if job["status"] != JobStatus.COMPLETED.value:
         run_error = _materialize(job, "import_job", log_level)
-        _revalidate_woken(job_id, log_level)
+    released = _revalidate_woken(job_id, log_level)
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None
-        return {**job_summary(job), "run_error": run_error}
+        summary = {**job_summary(job), "run_error": run_error}
+    if released:
+        summary["revalidated"] = released
+    return summary
 
 
 def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | None:
@@ -134,11 +137,13 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
     return error if marked else None
 
 
-def _revalidate_woken(job_id: str, log_level: str) -> None:
+def _revalidate_woken(job_id: str, log_level: str) -> dict[str, str]:
     """Run reprocess_job for the jobs a completed job woke (those waiting for its keys), and
-    for the jobs those wake in turn: what request_sensor does when a daemon runs."""
+    for the jobs those wake in turn, as request_sensor does when a daemon runs; the status
+    each ended in."""
     from ingestion_pipeline.db.service import woken_by
 
+    released: dict[str, str] = {}
     pending = [job_id]
     while pending:
         with _engine().connect() as conn:
@@ -149,6 +154,9 @@ def _revalidate_woken(job_id: str, log_level: str) -> None:
             if job is not None and job["status"] == JobStatus.WAITING_FOR_REFERENCES.value:
                 _materialize(job, "reprocess_job", log_level)
                 pending.append(waiting)
+                with _engine().connect() as conn:
+                    released[waiting] = (get_job(conn, waiting) or job)["status"]
+    return released
 
 
 def _first_line(error: BaseException | None) -> str:
@@ -220,6 +228,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
         head = {k: summary[k] for k in SUMMARY_KEYS}
         if summary["dataset"] != DEFAULT_DATASET:
             head.update({k: summary[k] for k in DATASET_SUMMARY_KEYS})
+            head["revalidated"] = summary.get("revalidated", {})
         if waiting:
             head.update(mapping_request(summary))
         _print_json(head, summary["job_id"])
@@ -241,6 +250,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
         f"  rows: {summary['total_rows']} read, {summary['processed_rows']} processed; "
         f"{loaded}; open issues: {summary['issue_count']}"
     )
+    for released, status in summary.get("revalidated", {}).items():
+        print(f"  revalidated, as it waited for these rows: {released}  {status}")
     if summary["status"] == JobStatus.WAITING_FOR_REFERENCES.value:
         print(
             "  waiting for rows of another dataset: it is validated again when a job of that "
@@ -250,11 +261,13 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
     if summary.get("mapping"):
         mapping = summary["mapping"]
-        order = (*MAPPABLE_FIELDS, *dataset_named(summary["dataset"]).field_names)
+        order = (
+            MAPPABLE_FIELDS
+            if summary["dataset"] == DEFAULT_DATASET
+            else dataset_named(summary["dataset"]).field_names
+        )
         fields = ", ".join(
-            f"{k} <- {' | '.join(mapping['fields'][k])}"
-            for k in dict.fromkeys(order)
-            if k in mapping["fields"]
+            f"{k} <- {' | '.join(mapping['fields'][k])}" for k in order if k in mapping["fields"]
         )
         how = mapping.get("source", "")
         how += f", profile {mapping['profile']}" if mapping.get("profile") else ""

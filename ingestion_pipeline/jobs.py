@@ -49,6 +49,7 @@ def _jobs(dataset: str) -> tuple[Any, Any]:
 
 DATASET_JOBS = {name: _jobs(name) for name in LOAD_ORDER}
 import_job, reprocess_job = DATASET_JOBS[DEFAULT_DATASET]
+IMPORT_JOBS = [pair[0] for pair in DATASET_JOBS.values()]
 ALL_JOBS = [job for pair in DATASET_JOBS.values() for job in pair]
 ALL_JOB_NAMES = frozenset(job.name for job in ALL_JOBS)
 

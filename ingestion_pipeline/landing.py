@@ -91,16 +91,12 @@ def parse_upload_key(key: str) -> UploadKey:
     rest = key[len(UPLOADS_PREFIX) :]
     parts = rest.split("/")
     dataset = DEFAULT_DATASET
-    if len(parts) == 3 and parts[2]:
-        if parts[1] not in DATASETS:
-            raise InvalidKeyError(
-                f"{key!r}: {parts[1]!r} is not a dataset (datasets: {', '.join(LOAD_ORDER)})"
-            )
+    if len(parts) == 3 and parts[2] and parts[1] in DATASETS:
         dataset = parts.pop(1)
     if len(parts) != 2 or not parts[1]:
         raise InvalidKeyError(
             f"{key!r} does not fit uploads/<tenant>/<file name> or "
-            "uploads/<tenant>/<dataset>/<file name>"
+            f"uploads/<tenant>/<dataset>/<file name> (datasets: {', '.join(LOAD_ORDER)})"
         )
     tenant, name = parts
     if not TENANT_PATTERN.match(tenant):

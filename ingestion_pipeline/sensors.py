@@ -28,7 +28,13 @@ from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PRE
 from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs, unstarted_jobs
 from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
 from ingestion_pipeline.importer import mark_failed
-from ingestion_pipeline.jobs import ALL_JOBS, dataset_job_name, import_job, reprocess_job
+from ingestion_pipeline.jobs import (
+    ALL_JOBS,
+    IMPORT_JOBS,
+    dataset_job_name,
+    import_job,
+    reprocess_job,
+)
 from ingestion_pipeline.landing import (
     InvalidKeyError,
     LandingZone,
@@ -96,7 +102,7 @@ class ListingCursor:
 
 @sensor(
     name="upload_sensor",
-    jobs=[*ALL_JOBS, import_batch_job],
+    jobs=[*IMPORT_JOBS, import_batch_job],
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description="Turns each new object under uploads/<tenant>/ into an import job and a run.",

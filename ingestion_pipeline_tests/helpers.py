@@ -98,7 +98,8 @@ def run_job(
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
     with resources["database"].get_engine().connect() as conn:  # type: ignore[attr-defined]
-        dataset = get_job(conn, job_id)["dataset"]  # type: ignore[index]
+        found = get_job(conn, job_id)
+    dataset = found["dataset"] if found else "contacts"
     return (
         definitions(resources)
         .resolve_job_def(dataset_job_name(job_name, dataset))

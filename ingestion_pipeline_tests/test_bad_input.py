@@ -250,10 +250,10 @@ def test_a_deterministic_error_while_preparing_records_fails_once_naming_file_an
 
     real = importer.prepare_chunk
 
-    def breaks_on_second_chunk(frame, job_id):
+    def breaks_on_second_chunk(frame, job_id, *dataset):
         if frame["row_number"].iloc[0] > 1:
             raise ValueError("Length of values (1) does not match length of index (2)")
-        return real(frame, job_id)
+        return real(frame, job_id, *dataset)
 
     monkeypatch.setenv("IMPORT_CHUNK_SIZE", "100")
     monkeypatch.setattr(importer, "prepare_chunk", breaks_on_second_chunk)

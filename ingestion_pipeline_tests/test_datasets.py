@@ -306,7 +306,7 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(
         customer("cy", metadata={"tier": "gold"}),
         customer("dee"),
     ]
-    _, two = import_bytes(
+    result, two = import_bytes(
         engine,
         instance,
         resources,
@@ -318,6 +318,12 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(
     )
     assert two["status"] == "COMPLETED"
     assert (two["rows_inserted"], two["rows_updated"], two["rows_unchanged"]) == (1, 1, 2)
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+    assert checks[("customers", "job_status_agrees")] is True
+    assert all(checks.values()), checks
     loaded_by = dict(rows(engine, "SELECT email, job_id FROM customers"))
     assert loaded_by == {
         "ann@example.com": one["job_id"],

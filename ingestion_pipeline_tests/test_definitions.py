@@ -30,7 +30,11 @@ def test_upload_sensor_runs_by_default_and_targets_the_import_job():
     sensor = defs.resolve_sensor_def("upload_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     # One run per upload; a burst in batch runs.
-    assert {target.job_name for target in sensor.targets} == {"import_job", "import_batch_job"}
+    assert {target.job_name for target in sensor.targets} == {
+        "import_job",
+        *(f"import_{d}_job" for d in ("customers", "products", "orders", "order_items")),
+        "import_batch_job",
+    }
     assert defs.resolve_job_def("import_job") is not None
 
 
@@ -38,7 +42,11 @@ def test_review_sensor_targets_the_reprocess_job_which_reads_no_file():
     sensor = defs.resolve_sensor_def("review_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     # Decisions reprocess; a mapping file continues the import from the file.
-    assert {target.job_name for target in sensor.targets} == {"reprocess_job", "import_job"}
+    assert {target.job_name for target in sensor.targets} == {
+        f"{kind}_{d}job"
+        for kind in ("import", "reprocess")
+        for d in ("", "customers_", "products_", "orders_", "order_items_")
+    }
     selected = defs.resolve_job_def("reprocess_job").asset_layer.selected_asset_keys
     assert selected == {
         AssetKey("reviewed_staging"),

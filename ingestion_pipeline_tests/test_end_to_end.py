@@ -39,7 +39,7 @@ def sensor_tick_and_runs(instance, resources, cursor=None):
 def test_dropped_files_are_imported_through_sensor_and_runs(
     engine, instance, resources, landing_dir
 ):
-    for sample in sorted(SAMPLES.glob("*/*")):
+    for sample in sorted(SAMPLES.glob("*/*.*")):
         target = landing_dir / "uploads" / sample.parent.name / sample.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(sample.read_bytes())
@@ -121,7 +121,7 @@ def test_newcomer_demo_on_a_fresh_machine(tmp_path):
     )
     expected = {"acme": "COMPLETED", "globex": "NEEDS_REVIEW", "initech": "COMPLETED"}
     try:
-        for sample in sorted(SAMPLES.glob("*/*")):
+        for sample in sorted(SAMPLES.glob("*/*.*")):
             tenant = sample.parent.name
             done = subprocess.run(
                 cli_import_command(sample, tenant),

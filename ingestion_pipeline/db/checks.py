@@ -168,3 +168,46 @@ def status_disagreements(figures: dict[str, Any]) -> list[str]:
     elif status in ("PENDING", "PROCESSING", "FAILED") and figures["job_contacts"]:
         found.append(f"{status} but {figures['job_contacts']} contact(s) already loaded")
     return found
+
+
+def dataset_status_figures(conn: Connection, job_id: str, table: str) -> dict[str, Any]:
+    """The counts a dataset job's status must agree with (its rows in `table`), in one
+    statement."""
+    row = conn.execute(
+        sa.text(
+            "SELECT j.status, coalesce(j.total_rows, 0) AS total_rows, j.processed_rows, "
+            "j.issue_count, j.rows_inserted, j.rows_updated, j.rows_unchanged, "
+            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
+            " AND s.status IN ('READY', 'ISSUE')) AS rows_pending, "
+            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
+            " AND s.status = 'SUCCESS') AS rows_loaded, "
+            f"(SELECT count(*) FROM {table} t WHERE t.job_id = j.job_id) AS rows_of_job "
+            "FROM import_jobs j WHERE j.job_id = :job_id"
+        ),
+        {"job_id": job_id},
+    ).one()
+    return dict(row._mapping)
+
+
+def dataset_status_disagreements(figures: dict[str, Any]) -> list[str]:
+    """What a dataset job's counts contradict of its status; empty when they agree."""
+    status = figures["status"]
+    found = []
+    written = figures["rows_inserted"] + figures["rows_updated"]
+    if status == "COMPLETED":
+        if figures["issue_count"]:
+            found.append(f"COMPLETED with {figures['issue_count']} open issue(s)")
+        if figures["rows_pending"]:
+            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still READY or ISSUE")
+        if written + figures["rows_unchanged"] != figures["rows_loaded"]:
+            found.append(
+                f"inserted {figures['rows_inserted']} + updated {figures['rows_updated']} + "
+                f"unchanged {figures['rows_unchanged']} differ from rows loaded "
+                f"{figures['rows_loaded']}"
+            )
+        # A later job may have updated some of them since: never more, though.
+        if figures["rows_of_job"] > written:
+            found.append(f"{figures['rows_of_job']} rows of the job, {written} written")
+    elif figures["rows_of_job"]:
+        found.append(f"{status} but {figures['rows_of_job']} row(s) already loaded")
+    return found

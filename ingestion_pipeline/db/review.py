@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import pandas as pd
 import sqlalchemy as sa
@@ -226,10 +227,13 @@ def apply_decisions(conn: Connection, job_id: str, dataset: Dataset = CONTACTS) 
 
 # The page's rows are found first, in record order on the primary key (a page costs the same
 # wherever it starts), and only those rows are joined to their issues and decisions.
-_REVIEW_PAGE = sa.text(
-    """
+@cache
+def _review_page_sql(dataset: Dataset) -> str:
+    names = ", ".join(f"p.{f}" for f in dataset.field_names)
+    values = ", ".join(f"{staged_value(dataset, f)} AS {f}" for f in dataset.field_names)
+    return f"""
     WITH page AS (
-        SELECT s.row_number, s.email, s.first_name, s.last_name, s.company
+        SELECT s.row_number, {values}
         FROM staging_rows s
         WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND s.row_number > :after
           AND (CAST(:kind AS text) IS NULL OR EXISTS (
@@ -238,7 +242,7 @@ _REVIEW_PAGE = sa.text(
                 AND NOT ki.resolved AND ki.kind = :kind))
         ORDER BY s.row_number
         LIMIT :limit)
-    SELECT p.row_number, p.email, p.first_name, p.last_name, p.company,
+    SELECT p.row_number, {names},
            jsonb_agg(jsonb_build_object('kind', i.kind, 'field', i.field, 'message', i.message)
                      ORDER BY i.kind, i.field) AS problems,
            d.action AS pending_action, d.changes AS pending_changes
@@ -249,19 +253,24 @@ _REVIEW_PAGE = sa.text(
         SELECT action, changes FROM review_decisions r
         WHERE r.job_id = :job_id AND r.row_number = p.row_number AND r.applied_at IS NULL
         ORDER BY r.decision_id DESC LIMIT 1) d ON true
-    GROUP BY p.row_number, p.email, p.first_name, p.last_name, p.company, d.action, d.changes
+    GROUP BY p.row_number, {names}, d.action, d.changes
     ORDER BY p.row_number
     """
-)
 
 
 def review_page(
-    conn: Connection, job_id: str, *, after: int = 0, limit: int = 100, kind: str | None = None
+    conn: Connection,
+    job_id: str,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    kind: str | None = None,
+    dataset: Dataset = CONTACTS,
 ) -> list[dict]:
     """One page of rows with open issues (record numbers after `after`), each with its
     problems and the reviewer's decision not yet applied, if any."""
     params = {"job_id": job_id, "after": after, "limit": limit, "kind": kind}
-    return [dict(r) for r in conn.execute(_REVIEW_PAGE, params).mappings()]
+    return [dict(r) for r in conn.execute(sa.text(_review_page_sql(dataset)), params).mappings()]
 
 
 _ISSUES_PAGE = sa.text(

@@ -12,7 +12,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, JobStatus
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import dataset_named
 from ingestion_pipeline.db.jobs import issue_counts_by_kind
 from ingestion_pipeline.db.review import discard_kind, review_page
 from ingestion_pipeline.db.service import authenticate, run_requested_since
@@ -145,21 +146,27 @@ def add_pages(app: FastAPI) -> None:
             return _render("missing.html", 404, job_id=job_id)
         with service.engine.connect() as conn:
             counts = issue_counts_by_kind(conn, job_id)
-            rows = review_page(conn, job_id, after=after, limit=PAGE_SIZE + 1, kind=kind or None)
+            fields = dataset_named(job["dataset"]).field_names
+            rows = review_page(
+                conn,
+                job_id,
+                after=after,
+                limit=PAGE_SIZE + 1,
+                kind=kind or None,
+                dataset=dataset_named(job["dataset"]),
+            )
             waiting = run_requested_since(conn, job_id, job["updated_at"])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         for row in rows:
             row["flagged"] = {p["field"] for p in row["problems"]}
             changes = row["pending_changes"] or {}
-            row["values"] = {
-                f: (changes[f] if f in changes else row[f]) or "" for f in CANONICAL_FIELDS
-            }
+            row["values"] = {f: (changes[f] if f in changes else row[f]) or "" for f in fields}
         cookie = request.cookies.get(SESSION_COOKIE, "")
         return _render(
             "review.html",
             job=job,
-            fields=CANONICAL_FIELDS,
+            fields=fields,
             counts=counts,
             rows=rows,
             kind=kind or "",
@@ -201,6 +208,7 @@ def add_pages(app: FastAPI) -> None:
         if refused is not None:
             return refused
         decisions = []
+        fields = dataset_named(job["dataset"]).field_names
         for raw in form.get("rows", "").split(","):
             if not raw.isdigit():
                 continue
@@ -211,11 +219,11 @@ def add_pages(app: FastAPI) -> None:
                 continue
             changes = {
                 f: form.get(f"r{n}.{f}", "").strip() or None
-                for f in CANONICAL_FIELDS
+                for f in fields
                 if form.get(f"r{n}.{f}", "") != form.get(f"o{n}.{f}", "")
             }
             if changes or form.get(f"o{n}.discard"):
-                values = {f: form.get(f"r{n}.{f}", "").strip() or None for f in CANONICAL_FIELDS}
+                values = {f: form.get(f"r{n}.{f}", "").strip() or None for f in fields}
                 decisions.append(Decision(n, "fix", changes or values))
         try:
             count = (
