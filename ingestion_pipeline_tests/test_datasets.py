@@ -63,6 +63,16 @@ def order(name: str, customer_name: str, **extra) -> dict:
     }
 
 
+@pytest.fixture
+def load(engine, instance, resources, local_zone):
+    """Upload and import one file of a tenant (run result, job row)."""
+
+    def load(tenant: str, name: str, content: bytes, dataset: str = "contacts"):
+        return import_bytes(engine, instance, resources, local_zone, tenant, name, content, dataset)
+
+    return load
+
+
 def open_issues(engine, job_id: str) -> list[tuple[str, str, str]]:
     return rows(
         engine,
@@ -131,13 +141,9 @@ def test_shop_files_in_reverse_order_all_complete_through_the_sensors(
 
 
 def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issue(
-    engine, instance, resources, local_zone
+    engine, instance, resources, load
 ):
-    _, orders = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
+    _, orders = load(
         "t1",
         "orders.ndjson",
         ndjson(order("o1", "ann"), order("o2", "bob")),
@@ -152,16 +158,7 @@ def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issu
         ]
     )
     # Customers arrive, but without bob: ann resolves, bob becomes a reviewer's issue.
-    _, customers = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "customers.ndjson",
-        ndjson(customer("ann")),
-        "customers",
-    )
+    _, customers = load("t1", "customers.ndjson", ndjson(customer("ann")), "customers")
     assert customers["status"] == "COMPLETED"
     assert woken(engine, customers["job_id"]) == [orders["job_id"]]
     run_job(instance, resources, orders["job_id"], "t1", "reprocess_job")
@@ -173,24 +170,9 @@ def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issu
     assert scalar(engine, "SELECT count(*) FROM orders") == 0
 
 
-def test_references_never_resolve_against_another_tenants_rows(
-    engine, instance, resources, local_zone
-):
-    import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "acme",
-        "c.ndjson",
-        ndjson(customer("ann")),
-        "customers",
-    )
-    _, other = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
+def test_references_never_resolve_against_another_tenants_rows(engine, load):
+    load("acme", "c.ndjson", ndjson(customer("ann")), "customers")
+    _, other = load(
         "globex",
         "o.ndjson",
         ndjson(order("o1", "ann")),
@@ -199,11 +181,7 @@ def test_references_never_resolve_against_another_tenants_rows(
     assert other["status"] == "WAITING_FOR_REFERENCES"
     assert [i[0] for i in open_issues(engine, other["job_id"])] == ["missing_reference"]
     # The same order for the tenant that has the customer loads at once.
-    _, own = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
+    _, own = load(
         "acme",
         "o.ndjson",
         ndjson(order("o1", "ann")),
@@ -213,9 +191,7 @@ def test_references_never_resolve_against_another_tenants_rows(
     assert rows(engine, "SELECT tenant_id FROM orders") == [("acme",)]
 
 
-def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(
-    engine, instance, resources, local_zone
-):
+def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(engine, load):
     bad = [
         order("o1", "ann", order_id="not-a-uuid"),
         order("o2", "ann", total_amount="12,50"),
@@ -226,9 +202,7 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(
         order("o7", "ann", customer_email="nobody"),
         order("o8", "ann", total_amount=None),
     ]
-    _, orders = import_bytes(
-        engine, instance, resources, local_zone, "t1", "orders.ndjson", ndjson(*bad), "orders"
-    )
+    _, orders = load("t1", "orders.ndjson", ndjson(*bad), "orders")
     assert orders["status"] == "NEEDS_REVIEW"
     messages = {(k, f): m for k, f, m in open_issues(engine, orders["job_id"])}
     assert messages[("invalid_value", "order_id")] == ('orders.order_id "not-a-uuid" is not a UUID')
@@ -254,51 +228,22 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(
             "line_total": "2.5",
         }
     ]
-    _, items = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "items.ndjson",
-        ndjson(*bad_items),
-        "order_items",
-    )
+    _, items = load("t1", "items.ndjson", ndjson(*bad_items), "order_items")
     kinds = {(k, f) for k, f, _ in open_issues(engine, items["job_id"])}
     assert ("invalid_value", "quantity") in kinds
     # A reference with a value of the wrong type is that issue only, not a missing reference.
     bad_products = [
         {"product_id": uid("p1"), "sku": "A", "name": "A", "price": "1", "active": "perhaps"},
     ]
-    _, products = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "p.csv.ndjson",
-        ndjson(*bad_products),
-        "products",
-    )
+    _, products = load("t1", "p.csv.ndjson", ndjson(*bad_products), "products")
     assert [m for _, _, m in open_issues(engine, products["job_id"])] == [
         'products.active "perhaps" is not a boolean (true/false, yes/no, 1/0)'
     ]
 
 
-def test_upsert_updates_exactly_the_changed_rows_and_counts_them(
-    engine, instance, resources, local_zone
-):
+def test_upsert_updates_exactly_the_changed_rows_and_counts_them(engine, load):
     first = [customer("ann"), customer("bob"), customer("cy", metadata={"tier": "gold"})]
-    _, one = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "customers.ndjson",
-        ndjson(*first),
-        "customers",
-    )
+    _, one = load("t1", "customers.ndjson", ndjson(*first), "customers")
     assert (one["rows_inserted"], one["rows_updated"], one["rows_unchanged"]) == (3, 0, 0)
     second = [
         customer("ann"),
@@ -306,16 +251,7 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(
         customer("cy", metadata={"tier": "gold"}),
         customer("dee"),
     ]
-    result, two = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "customers-v2.ndjson",
-        ndjson(*second),
-        "customers",
-    )
+    result, two = load("t1", "customers-v2.ndjson", ndjson(*second), "customers")
     assert two["status"] == "COMPLETED"
     assert (two["rows_inserted"], two["rows_updated"], two["rows_unchanged"]) == (1, 1, 2)
     checks = {
@@ -337,27 +273,14 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(
     assert scalar(engine, "SELECT metadata->>'tier' FROM customers WHERE name = 'cy'") == "gold"
 
 
-def test_a_reviewer_fixes_a_dataset_row_and_it_loads(engine, instance, resources, local_zone):
-    _, orders = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
+def test_a_reviewer_fixes_a_dataset_row_and_it_loads(engine, instance, resources, load):
+    _, orders = load(
         "t1",
         "o.ndjson",
         ndjson(order("o1", "ann", currency="EURO")),
         "orders",
     )
-    import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "c.ndjson",
-        ndjson(customer("ann")),
-        "customers",
-    )
+    load("t1", "c.ndjson", ndjson(customer("ann")), "customers")
     from ingestion_pipeline.db.review import record_decisions
     from ingestion_pipeline.review import Decision
 
@@ -370,15 +293,9 @@ def test_a_reviewer_fixes_a_dataset_row_and_it_loads(engine, instance, resources
     assert scalar(engine, "SELECT currency FROM orders") == "USD"
 
 
-def test_an_unregistered_problem_code_stops_validation(engine, instance, resources, local_zone):
-    _, contacts = import_bytes(
-        engine,
-        instance,
-        resources,
-        local_zone,
-        "t1",
-        "c.csv",
-        b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\n",
+def test_an_unregistered_problem_code_stops_validation(engine, load):
+    _, contacts = load(
+        "t1", "c.csv", b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\n"
     )
     with engine.begin() as conn:
         conn.execute(
