@@ -30,7 +30,7 @@ from ingestion_pipeline.landing import (
     put_file,
     upload_key,
 )
-from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, ColumnMapping
+from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, ColumnMapping, mappable_fields
 from ingestion_pipeline.settings import load_settings
 
 EXIT_OK = 0
@@ -261,13 +261,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
         print(f"  file: {summary['file']} ({summary['encoding']}, {summary['delimiter']})")
     if summary.get("mapping"):
         mapping = summary["mapping"]
-        order = (
-            MAPPABLE_FIELDS
-            if summary["dataset"] == DEFAULT_DATASET
-            else dataset_named(summary["dataset"]).field_names
-        )
         fields = ", ".join(
-            f"{k} <- {' | '.join(mapping['fields'][k])}" for k in order if k in mapping["fields"]
+            f"{k} <- {' | '.join(mapping['fields'][k])}"
+            for k in mappable_fields(dataset_named(summary["dataset"]))
+            if k in mapping["fields"]
         )
         how = mapping.get("source", "")
         how += f", profile {mapping['profile']}" if mapping.get("profile") else ""

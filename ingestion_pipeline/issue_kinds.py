@@ -20,6 +20,8 @@ class KindSpec:
     kind: str
     arises: str
     message: str
+    # Found by the row rules on one row (the code `kind:field` staged with it), not across rows.
+    row_rule: bool = False
 
 
 # Placeholders: value (the row's value of the field), field, dataset, expected (the type or
@@ -32,26 +34,31 @@ KINDS: dict[str, KindSpec] = {
             IssueKind.MISSING_FIELD.value,
             "a required field is blank",
             "{field} is required but empty",
+            row_rule=True,
         ),
         KindSpec(
             IssueKind.INVALID_EMAIL.value,
             "an email field does not hold an address",
             '"{value}" is not a valid email address',
+            row_rule=True,
         ),
         KindSpec(
             IssueKind.INVALID_VALUE.value,
             "a value is not of the field's type or not one of its allowed values",
             '{dataset}.{field} "{value}" is not {expected}',
+            row_rule=True,
         ),
         KindSpec(
             IssueKind.VALUE_TOO_LONG.value,
             "a value is longer than the field allows",
             "{field} is longer than {max_length} characters",
+            row_rule=True,
         ),
         KindSpec(
             IssueKind.MALFORMED_RECORD.value,
             "a record that is not an object, holds NUL bytes or does not line up with the header",
             "{detail}",
+            row_rule=True,
         ),
         KindSpec(
             IssueKind.DUPLICATE_EMAIL.value,
@@ -80,6 +87,9 @@ KINDS: dict[str, KindSpec] = {
         ),
     )
 }
+
+# The kinds whose codes the row rules stage with each row (schemas.row_problems).
+ROW_RULE_KINDS: tuple[str, ...] = tuple(k for k, spec in KINDS.items() if spec.row_rule)
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 

@@ -83,7 +83,7 @@ class ConsolidationResult:
     """What consolidation did: the job's status afterwards and the rows it wrote."""
 
     status: JobStatus
-    contacts_created: int
+    inserted: int
     already_completed: bool = False
     updated: int = 0
     unchanged: int = 0
@@ -91,8 +91,9 @@ class ConsolidationResult:
     woken: tuple[str, ...] = ()
 
     @property
-    def inserted(self) -> int:
-        return self.contacts_created
+    def contacts_created(self) -> int:
+        """Contacts' name for the rows inserted."""
+        return self.inserted
 
 
 def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.db.staging import data_json
 from ingestion_pipeline.db.tables import review_decisions, review_files
 from ingestion_pipeline.db.validation import staged_value
 from ingestion_pipeline.normalize import normalize_text
@@ -210,10 +211,7 @@ def apply_decisions(conn: Connection, job_id: str, dataset: Dataset = CONTACTS) 
             params["emails"] = [None if pd.isna(e) else e for e in emails]
             conn.execute(_SET_VERDICTS, params)
         else:
-            fields = judged[list(dataset.field_names)]
-            params["data"] = fields.to_json(
-                orient="records", lines=True, force_ascii=False
-            ).splitlines()
+            params["data"] = data_json(judged[list(dataset.field_names)]).tolist()
             conn.execute(_SET_DATA_VERDICTS, params)
     conn.execute(
         sa.text(

@@ -62,8 +62,9 @@ def _without_nul(out: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
     return nul
 
 
-def _data_json(values: pd.DataFrame) -> pd.Series:
-    """Each row's fields as one JSON object of text values (null where missing)."""
+def data_json(values: pd.DataFrame) -> pd.Series:
+    """Each row's fields as one JSON object of text values (null where missing): what
+    staging_rows.data holds for every dataset but contacts."""
     lines = values.to_json(orient="records", lines=True, force_ascii=False).splitlines()
     return pd.Series(lines, index=values.index, dtype="str")
 
@@ -100,7 +101,7 @@ def prepare_chunk(frame: pd.DataFrame, job_id: str, dataset: Dataset = CONTACTS)
     )
     out["job_id"] = job_id
     if not dataset.staged_in_columns:
-        out["data"] = _data_json(out[list(fields)])
+        out["data"] = data_json(out[list(fields)])
     return out[list(copy_columns(dataset))]
 
 

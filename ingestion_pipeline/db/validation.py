@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from functools import cache
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import IssueKind, JobStatus
 from ingestion_pipeline.datasets import DATASETS, Dataset, Field, FieldType, MergePolicy
-from ingestion_pipeline.issue_kinds import UnknownIssueKindError, template_parts
+from ingestion_pipeline.db.tables import column_type
+from ingestion_pipeline.issue_kinds import ROW_RULE_KINDS, UnknownIssueKindError, template_parts
 
 
 def _literal(text: str) -> str:
@@ -51,26 +53,15 @@ def staged_value(dataset: Dataset, name: str, alias: str = "s") -> str:
     return f"({alias}.data->>{_literal(name)})"
 
 
-_CASTABLE = {
-    FieldType.UUID: "uuid",
-    FieldType.INTEGER: "bigint",
-    FieldType.DECIMAL: "numeric",
-    FieldType.BOOLEAN: "boolean",
-    FieldType.DATE: "date",
-    FieldType.TIMESTAMP: "timestamptz",
-}
-
-
 def typed_value(dataset: Dataset, field: Field, alias: str = "s", *, guarded: bool) -> str:
-    """A field's staged value cast to its column type; `guarded` casts only values that passed
-    the row rules (NULL otherwise), so a bad value never aborts a statement."""
+    """A field's staged value cast to its column type (tables.column_type); `guarded` casts
+    only values that passed the row rules (NULL otherwise), so a bad value never aborts a
+    statement."""
     value = staged_value(dataset, field.name, alias)
-    if field.type is FieldType.JSON:
-        cast = f"{value}::jsonb"
-    elif field.type in _CASTABLE:
-        cast = f"{value}::{_CASTABLE[field.type]}"
-    else:
+    column = sa.types.to_instance(column_type(field.type))
+    if isinstance(column, sa.Text):
         return value
+    cast = f"{value}::{column.compile(dialect=postgresql.dialect())}"
     if not guarded:
         return cast
     flagged = ", ".join(
@@ -87,23 +78,23 @@ def key_value(dataset: Dataset, alias: str = "s") -> str:
     return staged_value(dataset, dataset.key, alias)
 
 
+def _judged_by_value(dataset: Dataset) -> list[Field]:
+    """The fields whose issue messages show the value: those with a type or allowed values."""
+    return [f for f in dataset.fields if f.type is not FieldType.TEXT or f.allowed]
+
+
 def _row_message(dataset: Dataset) -> str:
     field_sql = "split_part(p, ':', 2)"
+    shown = _judged_by_value(dataset)
     expected = {
         f.name: _literal("one of " + ", ".join(f.allowed) if f.allowed else f.type.described)
-        for f in dataset.fields
-        if f.allowed or f.type is not FieldType.TEXT
+        for f in shown
     }
     variables = {
         "field": field_sql,
         "dataset": _literal(dataset.name),
         "value": _by_field(
-            field_sql,
-            {
-                f.name: staged_value(dataset, f.name, "live")
-                for f in dataset.fields
-                if f.type is not FieldType.TEXT or f.allowed
-            },
+            field_sql, {f.name: staged_value(dataset, f.name, "live") for f in shown}
         ),
         "expected": _by_field(field_sql, expected),
         "max_length": _by_field(
@@ -112,15 +103,8 @@ def _row_message(dataset: Dataset) -> str:
         ),
         "detail": _MALFORMED_DETAIL,
     }
-    row_kinds = (
-        IssueKind.MISSING_FIELD,
-        IssueKind.INVALID_EMAIL,
-        IssueKind.INVALID_VALUE,
-        IssueKind.VALUE_TOO_LONG,
-        IssueKind.MALFORMED_RECORD,
-    )
     whens = " ".join(
-        f"WHEN {_literal(k.value)} THEN {_message(k.value, variables)}" for k in row_kinds
+        f"WHEN {_literal(kind)} THEN {_message(kind, variables)}" for kind in ROW_RULE_KINDS
     )
     # ELSE NULL: a code of a kind the registry does not know is found and refused below.
     return f"CASE split_part(p, ':', 1) {whens} END"
@@ -144,8 +128,7 @@ def current_problems_sql(dataset: Dataset) -> str:
     key = "live.key"
     if dataset.staged_in_columns:
         # Only the columns a message shows (the email of invalid_email): live is materialized.
-        shown = [f.name for f in dataset.fields if f.type is not FieldType.TEXT or f.allowed]
-        values = ", ".join(f"s.{name}" for name in shown)
+        values = ", ".join(f"s.{f.name}" for f in _judged_by_value(dataset))
     else:
         values = "s.data"
     key_vars = {

@@ -103,11 +103,7 @@ class JsonFile:
 
     def use_mapping(self, mapping: ColumnMapping) -> None:
         """Read with `mapping` (its columns are the records' keys)."""
-        if mapping.dataset != self.dataset.name:
-            raise UnreadableFileError(
-                self.file_name,
-                f"the mapping is for {mapping.dataset}, the file is read as {self.dataset.name}",
-            )
+        mapping.check_read_as(self.file_name, self.dataset)
         unknown = [
             c for cols in mapping.fields.values() for c in cols if c not in self.format.header
         ]
@@ -116,9 +112,7 @@ class JsonFile:
                 self.file_name, f"the mapping names key {unknown[0]!r}, not in the records"
             )
         self.mapping = mapping
-        # Contacts' whole-name key is split, not stored: it stays in extra too.
-        split = FULL_NAME if is_contacts(self.dataset) else None
-        self._primary = {name: cols[0] for name, cols in mapping.fields.items() if name != split}
+        self._primary = mapping.stored_columns()
 
     @property
     def bytes_read(self) -> int:

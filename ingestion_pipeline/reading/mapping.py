@@ -22,7 +22,6 @@ from ingestion_pipeline.constants import (
     FULL_NAME,
     HEADER_ALIASES,
     LAST_NAME,
-    REQUIRED_FIELDS,
 )
 from ingestion_pipeline.datasets import CONTACTS, Dataset, dataset_named
 from ingestion_pipeline.reading.errors import UnreadableFileError
@@ -275,20 +274,34 @@ class ColumnMapping:
         )
 
     @property
+    def _split_full_name(self) -> bool:
+        """Whether contacts' first and last names come from a split of the full_name column."""
+        return FULL_NAME in self.fields and is_contacts(self.dataset)
+
+    @property
     def unmapped(self) -> list[str]:
         """Required fields with no column (for contacts, first and last name count as mapped
         by a split of full_name)."""
-        if not is_contacts(self.dataset):
-            required = dataset_named(self.dataset).required_fields
-            return [n for n in required if n not in self.fields and n not in self.empty]
-        missing = []
-        for name in REQUIRED_FIELDS:
-            if name in self.fields or name in self.empty:
-                continue
-            if name in (FIRST_NAME, LAST_NAME) and FULL_NAME in self.fields:
-                continue
-            missing.append(name)
-        return missing
+        return [
+            name
+            for name in dataset_named(self.dataset).required_fields
+            if name not in self.fields
+            and name not in self.empty
+            and not (self._split_full_name and name in (FIRST_NAME, LAST_NAME))
+        ]
+
+    def stored_columns(self) -> dict[str, str]:
+        """Each stored field's first column (contacts' full_name is split, not stored: its
+        column stays in extra)."""
+        split = FULL_NAME if is_contacts(self.dataset) else None
+        return {name: cols[0] for name, cols in self.fields.items() if name != split}
+
+    def check_read_as(self, file_name: str, dataset: Dataset) -> None:
+        """Refuse to read a file of `dataset` with a mapping made for another dataset."""
+        if self.dataset != dataset.name:
+            raise UnreadableFileError(
+                file_name, f"the mapping is for {self.dataset}, the file is read as {dataset.name}"
+            )
 
     def positions(self, header: Sequence[str]) -> dict[str, tuple[int, ...]]:
         """Column positions per field in `header`; a name not in it raises KeyError."""
@@ -297,31 +310,19 @@ class ColumnMapping:
 
     def describe(self) -> str:
         """`email <- "E-mail 1 - Value" (profile)`, one field a line."""
-        if not is_contacts(self.dataset):
-            return self._describe_declared(dataset_named(self.dataset))
+        dataset = dataset_named(self.dataset)
         lines = []
-        for name in MAPPABLE_FIELDS:
+        for name in mappable_fields(dataset):
             cols = self.fields.get(name)
             if cols:
                 shown = ", ".join(f'"{c}"' for c in cols)
                 lines.append(f"{name} <- {shown} ({self.methods.get(name, '')})")
-            elif name in REQUIRED_FIELDS:
-                how = "split of full_name" if FULL_NAME in self.fields else "not mapped"
-                if name in (FIRST_NAME, LAST_NAME) and FULL_NAME in self.fields:
+            elif name in dataset.required_fields:
+                how = "split of full_name" if self._split_full_name else "not mapped"
+                if name in (FIRST_NAME, LAST_NAME) and self._split_full_name:
                     lines.append(f"{name} <- {how} ({Method.SPLIT})")
                 else:
                     lines.append(f"{name} <- {how}")
-        return "\n".join(lines)
-
-    def _describe_declared(self, dataset: Dataset) -> str:
-        lines = []
-        for f in dataset.fields:
-            cols = self.fields.get(f.name)
-            if cols:
-                shown = ", ".join(f'"{c}"' for c in cols)
-                lines.append(f"{f.name} <- {shown} ({self.methods.get(f.name, '')})")
-            elif f.required:
-                lines.append(f"{f.name} <- not mapped")
         return "\n".join(lines)
 
 

@@ -122,11 +122,7 @@ class TabularFile:
 
     def use_mapping(self, mapping: ColumnMapping) -> None:
         """Read with `mapping`; a column it names that the header lacks is bad input."""
-        if mapping.dataset != self.dataset.name:
-            raise UnreadableFileError(
-                self.file_name,
-                f"the mapping is for {mapping.dataset}, the file is read as {self.dataset.name}",
-            )
+        mapping.check_read_as(self.file_name, self.dataset)
         try:
             self._positions = mapping.positions(self.format.header)
         except KeyError as exc:
@@ -134,9 +130,7 @@ class TabularFile:
                 self.file_name, f"the mapping names column {exc.args[0]!r}, not in the header"
             ) from None
         self.mapping = mapping
-        # Contacts' whole-name column is split, not stored: it stays in extra too.
-        split = FULL_NAME if is_contacts(self.dataset) else None
-        primary = {cols[0] for name, cols in self._positions.items() if name != split}
+        primary = {self._positions[name][0] for name in mapping.stored_columns()}
         self._extras = tuple(
             (name, i) for i, name in enumerate(self.format.header) if i not in primary
         )

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, SUPPORTED_EXTENSIONS, JobStatus
+from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
 from ingestion_pipeline.db.jobs import issue_counts_of_jobs, job_summary, list_jobs
 from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
@@ -851,7 +851,7 @@ def _describe_links(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _decision(item: DecisionIn, fields: tuple[str, ...] = CANONICAL_FIELDS) -> Decision:
+def _decision(item: DecisionIn, fields: tuple[str, ...]) -> Decision:
     if item.action == "discard":
         if item.values:
             raise InvalidRequestError(f"row {item.row}: a discard takes no values")

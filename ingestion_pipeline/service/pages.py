@@ -146,14 +146,10 @@ def add_pages(app: FastAPI) -> None:
             return _render("missing.html", 404, job_id=job_id)
         with service.engine.connect() as conn:
             counts = issue_counts_by_kind(conn, job_id)
-            fields = dataset_named(job["dataset"]).field_names
+            dataset = dataset_named(job["dataset"])
+            fields = dataset.field_names
             rows = review_page(
-                conn,
-                job_id,
-                after=after,
-                limit=PAGE_SIZE + 1,
-                kind=kind or None,
-                dataset=dataset_named(job["dataset"]),
+                conn, job_id, after=after, limit=PAGE_SIZE + 1, kind=kind or None, dataset=dataset
             )
             waiting = run_requested_since(conn, job_id, job["updated_at"])
         more = len(rows) > PAGE_SIZE
