@@ -218,7 +218,8 @@ def _print_mapping_request(summary: dict[str, Any]) -> None:
         print(f"    {line}")
     print(
         f"  confirm with: ingestion-pipeline map {summary['job_id']} FIELD=COLUMN ... "
-        f"(fields: {', '.join(MAPPABLE_FIELDS)}; FIELD= leaves it empty)"
+        f"(fields: {', '.join(mappable_fields(dataset_named(summary['dataset'])))}; "
+        "FIELD= leaves it empty)"
     )
 
 

@@ -231,7 +231,8 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) ->
     else:
         with engine.connect() as conn:
             remembered = remembered_mapping(conn, job["tenant_id"], signature)
-        if remembered is not None:
+        # The same header in another dataset's file maps other fields: not this one's.
+        if remembered is not None and ColumnMapping.from_json(remembered).dataset == job["dataset"]:
             mapping = ColumnMapping.from_json(remembered).with_method(Method.REMEMBERED)
             decision = MappingDecision(fmt, mapping, "remembered", needs_person=False)
         else:

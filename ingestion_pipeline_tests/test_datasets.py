@@ -20,7 +20,9 @@ from ingestion_pipeline.datasets import (
     check_declarations,
 )
 from ingestion_pipeline.db.validation import validate_job
+from ingestion_pipeline.importer import confirm_mapping
 from ingestion_pipeline.issue_kinds import UnknownIssueKindError
+from ingestion_pipeline.reading.mapping import ColumnMapping, MappingError
 from ingestion_pipeline_tests.helpers import (
     definitions,
     import_bytes,
@@ -356,3 +358,49 @@ def test_a_contacts_upload_named_customers_stays_contacts(engine, local_zone):
     )
     assert job(engine, job_id)["dataset"] == "contacts"
     assert job(engine, job_id)["source_key"] == "uploads/t1/customers.csv"
+
+
+def test_a_dataset_file_waits_for_its_mapping_which_is_remembered_for_that_dataset_only(
+    engine, instance, resources, local_zone, load
+):
+    header = "Bestellung,Kunde,Summe,Waehrung,Status,Datum,Qty\n"
+    body = (header + f"{uid('o1')},{uid('ann')},10.00,EUR,paid,2025-02-03T14:00:00Z,1\n").encode()
+    load("t1", "c.ndjson", ndjson(customer("ann")), "customers")
+    _, orders = load("t1", "bestellungen.csv", body, "orders")
+    assert orders["status"] == "NEEDS_MAPPING"
+    # "Status" is a declared alias of order_status; the German names are not.
+    suggestion = ColumnMapping.from_json(orders["mapping"])
+    assert suggestion.fields == {"order_status": ["Status"]}
+    assert suggestion.unmapped == [
+        "order_id",
+        "customer_id",
+        "total_amount",
+        "currency",
+        "order_date",
+    ]
+    with pytest.raises(MappingError, match="unknown field 'email'"):
+        confirm_mapping(engine, local_zone, orders, {"email": "Kunde"})
+    confirm_mapping(
+        engine,
+        local_zone,
+        orders,
+        {
+            "order_id": "Bestellung",
+            "customer_id": "Kunde",
+            "total_amount": "Summe",
+            "currency": "Waehrung",
+            "order_date": "Datum",
+        },
+    )
+    run_job(instance, resources, orders["job_id"], "t1")
+    assert job(engine, orders["job_id"])["status"] == "COMPLETED"
+    # The next orders file of that shape maps itself; an order_items file of the same header
+    # (its "Qty" is an alias of quantity) is not read with the orders mapping.
+    second = body.replace(uid("o1").encode(), uid("o2").encode())
+    _, again = load("t1", "bestellungen-2.csv", second, "orders")
+    assert again["status"] == "COMPLETED"
+    assert again["mapping"]["source"] == "remembered"
+    _, items = load("t1", "bestellungen.csv", body, "order_items")
+    assert items["status"] == "NEEDS_MAPPING"
+    assert items["mapping"]["dataset"] == "order_items"
+    assert items["mapping"]["fields"] == {"quantity": ["Qty"]}

@@ -37,7 +37,7 @@ from ingestion_pipeline.db.service import (
     set_webhook,
 )
 from ingestion_pipeline.landing import LandingZone, S3LandingZone
-from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, MappingError
+from ingestion_pipeline.reading.mapping import MappingError, mappable_fields
 from ingestion_pipeline.review import Decision
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
 from ingestion_pipeline.service.uploads import (
@@ -732,10 +732,11 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         job = tenant_job(service, who, job_id)
         if job["status"] not in (JobStatus.NEEDS_MAPPING.value, JobStatus.PENDING.value):
             raise ConflictError(f"job {job_id} is {job['status']}; it does not wait for a mapping")
-        unknown = sorted(set(body.fields) - set(MAPPABLE_FIELDS))
+        fields = mappable_fields(dataset_named(job["dataset"]))
+        unknown = sorted(set(body.fields) - set(fields))
         if unknown:
             raise InvalidRequestError(
-                f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(MAPPABLE_FIELDS)}"
+                f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(fields)}"
             )
         try:
             confirm_mapping(service.engine, service.zone, job, body.fields)
