@@ -252,3 +252,64 @@ def test_database_restarted_mid_run_then_down_until_the_run_gives_up(tmp_path):
     finally:
         get_engine(url).dispose()
         stop_embedded(data_dir)
+
+
+def test_killed_during_a_parent_datasets_load_then_rerun_loads_once_and_releases_its_children(
+    database_url, engine, tmp_path
+):
+    """An orders file waits for its customer; the customers import is killed while its upsert
+    runs: nothing of it is loaded and the order still waits. Running it again loads every
+    customer once and releases the order, which completes with its reference satisfied."""
+    customer_ids = [str(uuid.uuid5(uuid.NAMESPACE_DNS, f"customer{i}")) for i in range(ROWS)]
+    customers = tmp_path / "customers.ndjson"
+    customers.write_text(
+        "".join(
+            json.dumps({"customer_id": c, "name": f"Customer {i}", "email": f"c{i}@shop.io"}) + "\n"
+            for i, c in enumerate(customer_ids)
+        )
+    )
+    orders = tmp_path / "orders.ndjson"
+    orders.write_text(
+        json.dumps(
+            {
+                "order_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, "order1")),
+                "customer_id": customer_ids[-1],
+                "total_amount": "12.50",
+                "currency": "EUR",
+                "order_status": "paid",
+                "order_date": "2025-02-03T14:00:00Z",
+            }
+        )
+        + "\n"
+    )
+    env = cli_env(database_url, tmp_path / "landing", tmp_path / "home")
+
+    def import_args(path: Path, dataset: str) -> tuple[str, ...]:
+        return ("import", str(path), "--tenant", "shop", "--dataset", dataset, "--json")
+
+    waiting = cli(env, *import_args(orders, "orders"))
+    assert json.loads(waiting.stdout)["status"] == "WAITING_FOR_REFERENCES", waiting.stderr
+
+    kill_during(
+        engine, cli_command(*import_args(customers, "customers")), env, "INSERT INTO customers"
+    )
+    assert scalar(engine, "SELECT count(*) FROM customers") == 0
+    assert scalar(engine, "SELECT status FROM import_jobs WHERE dataset = 'orders'") == (
+        "WAITING_FOR_REFERENCES"
+    )
+    assert scalar(engine, "SELECT count(*) FROM run_requests") == 0
+
+    done = cli(env, *import_args(customers, "customers"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["status"], summary["rows_inserted"], summary["rows_unchanged"]) == (
+        "COMPLETED",
+        ROWS,
+        0,
+    )
+    assert list(summary["revalidated"].values()) == ["COMPLETED"]
+    assert scalar(engine, "SELECT count(*) FROM customers") == ROWS
+    assert scalar(engine, "SELECT count(DISTINCT customer_id) FROM customers") == ROWS
+    assert rows(
+        engine, "SELECT o.customer_id::text FROM orders o JOIN customers c USING (customer_id)"
+    ) == [(customer_ids[-1],)]
