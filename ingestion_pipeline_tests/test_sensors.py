@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import boto3
 import pytest
+import sqlalchemy as sa
 from dagster import SensorResult, build_sensor_context
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
+from ingestion_pipeline.db.service import READMIT_AFTER_SECONDS, set_import_limit
 from ingestion_pipeline.landing import job_id_for
 from ingestion_pipeline.sensors import upload_sensor
-from ingestion_pipeline_tests.helpers import csv_text, rows, sensor_tick
+from ingestion_pipeline_tests.helpers import csv_text, register_upload, rows, sensor_tick
 
 
 def tick(instance, resources, cursor: str | None) -> SensorExecutionData:
@@ -103,3 +105,28 @@ def test_sensor_result_shape_is_one_result_with_partitions_and_cursor(instance, 
     assert result.cursor and '"since"' in result.cursor
     (request,) = result.dynamic_partitions_requests
     assert request.partitions_def_name == IMPORT_JOBS_PARTITIONS
+
+
+def test_a_job_admitted_by_a_tick_whose_runs_were_lost_is_offered_again(
+    instance, resources, engine, local_zone
+):
+    with engine.begin() as conn:
+        set_import_limit(conn, "acme", 1, 3600)
+    job_id = register_upload(engine, local_zone, "acme", "a.csv", csv_text("a@acme.io,A,B,C"))
+    first = sensor_tick(upload_sensor, instance, resources)
+    assert [r.partition_key for r in first.run_requests] == [job_id]
+    # The daemon never launched that request (the tick failed after admitting the job).
+    later = sensor_tick(upload_sensor, instance, resources, first.cursor)
+    assert not later.run_requests  # within READMIT_AFTER_SECONDS its run may still come
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE admissions SET admitted_at = now() - make_interval(secs => :s) "
+                "WHERE job_id = :j"
+            ),
+            {"s": READMIT_AFTER_SECONDS + 60, "j": job_id},
+        )
+    again = sensor_tick(upload_sensor, instance, resources, first.cursor)
+    assert [r.partition_key for r in again.run_requests] == [job_id]
+    # Offered again, not admitted again: the tenant's window still counts one import.
+    assert rows(engine, "SELECT job_id FROM admissions") == [(job_id,)]

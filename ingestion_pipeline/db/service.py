@@ -265,13 +265,19 @@ def admit_jobs(engine: Engine, jobs: Iterable[NewJob]) -> set[str]:
     return ok
 
 
+# A job admitted this long ago and still PENDING lost its run request (the sensor's tick
+# failed after admitting it): it is offered again. A run it did get is not doubled by this:
+# a single run's run key dedups it, and a second batch run finds the job done (job lock).
+READMIT_AFTER_SECONDS = 15 * 60
+
 _WAITING = sa.text(
     """
     SELECT j.job_id, j.tenant_id, j.source_key, j.source_etag, j.file_name, j.dataset
     FROM import_jobs j
     JOIN tenant_settings t ON t.tenant_id = j.tenant_id AND t.import_limit IS NOT NULL
     WHERE j.status = 'PENDING'
-      AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.job_id = j.job_id)
+      AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.job_id = j.job_id
+                      AND a.admitted_at > now() - make_interval(secs => :readmit_after))
     ORDER BY j.created_at, j.job_id
     LIMIT :limit
     """
@@ -279,8 +285,10 @@ _WAITING = sa.text(
 
 
 def waiting_jobs(conn: Connection, limit: int) -> list[NewJob]:
-    """PENDING jobs held back by their tenant's import limit, oldest first."""
-    return [NewJob(**dict(r)) for r in conn.execute(_WAITING, {"limit": limit}).mappings()]
+    """PENDING jobs held back by their tenant's import limit, oldest first, and those
+    admitted long ago whose run never came (READMIT_AFTER_SECONDS)."""
+    params = {"limit": limit, "readmit_after": READMIT_AFTER_SECONDS}
+    return [NewJob(**dict(r)) for r in conn.execute(_WAITING, params).mappings()]
 
 
 # --- Idempotent uploads ---------------------------------------------------------------------
