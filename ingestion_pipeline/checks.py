@@ -33,7 +33,7 @@ from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
 from ingestion_pipeline.db.jobs import get_job
 from ingestion_pipeline.emails import is_valid_email
-from ingestion_pipeline.importer import Route, inspect_upload, job_lock, load_job
+from ingestion_pipeline.importer import inspect_upload, job_lock, load_job
 from ingestion_pipeline.landing import ObjectChangedError
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.reading import UnreadableFileError
@@ -115,7 +115,7 @@ def upload_readable(
     job, route = load_job(engine, context.partition_key)
     zone = landing_zone.get_zone()
     location = zone.describe(job["source_key"])
-    if route not in (Route.INITIAL, Route.RESUME):
+    if not route.reads_upload:
         # A staged job is revalidated from staging; its file may be gone, and that is fine.
         return AssetCheckResult(
             passed=True,

@@ -80,6 +80,16 @@ class Route(str, Enum):
         """Nothing to stage, apply or validate: the job is done, or waits for its mapping."""
         return self in (Route.DONE, Route.AWAIT_MAPPING)
 
+    @property
+    def reads_upload(self) -> bool:
+        """The upload is read and staged (from its first record, or past what is staged)."""
+        return self in (Route.INITIAL, Route.RESUME)
+
+    @property
+    def inspects_upload(self) -> bool:
+        """The upload is opened for its layout and mapping: to stage it, or to ask a person."""
+        return self.reads_upload or self is Route.AWAIT_MAPPING
+
 
 class UnknownJobError(LookupError):
     """A partition with no import_jobs row."""

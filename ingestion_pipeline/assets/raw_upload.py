@@ -21,7 +21,6 @@ from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.jobs import update_job
 from ingestion_pipeline.importer import (
     MappingDecision,
-    Route,
     decide_mapping,
     mark_processing,
     record_mapping,
@@ -72,7 +71,7 @@ def raw_upload(
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
     metadata["etag"] = job["source_etag"]
-    if route in (Route.DONE, Route.REPROCESS):
+    if not route.inspects_upload:
         log_json(context, job, "raw_upload", event="skipped", route=route.value)
         yield MaterializeResult(metadata={**metadata, "status": job["status"]})
         return

@@ -10,7 +10,7 @@ from ingestion_pipeline.assets.common import (
     log_json,
 )
 from ingestion_pipeline.assets.raw_upload import raw_upload
-from ingestion_pipeline.importer import Route, StageProgress, mark_processing, stage_upload
+from ingestion_pipeline.importer import StageProgress, mark_processing, stage_upload
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.settings import load_settings
 
@@ -29,7 +29,7 @@ def staging_rows(
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
-    if route.idle or route is Route.REPROCESS:
+    if not route.reads_upload:
         log_json(context, job, "staging_rows", event="skipped", route=route.value)
         return MaterializeResult(metadata={**metadata, "total_rows": job["total_rows"] or 0})
 
