@@ -225,16 +225,17 @@ def contacts_emails_valid(
     )
 
 
-@job_check(contacts, blocking=False)
-def job_status_agrees(
-    context: AssetCheckExecutionContext, database: DatabaseResource
+def status_agreement(
+    context: AssetCheckExecutionContext,
+    database: DatabaseResource,
+    figures_of: Callable[[Connection, str], dict[str, Any]],
+    disagreements: Callable[[dict[str, Any]], list[str]],
 ) -> AssetCheckResult:
-    """The job's status agrees with its counts: a COMPLETED job has no open issue, every row
-    processed and loaded or discarded, and as many contacts as it says it created."""
+    """The job's counts (read under its lock) against its status."""
     engine = database.get_engine()
     with job_lock(engine, context.partition_key), engine.connect() as conn:
-        figures = sql.status_figures(conn, context.partition_key)
-    found = sql.status_disagreements(figures)
+        figures = figures_of(conn, context.partition_key)
+    found = disagreements(figures)
     status = figures.pop("status")
     return AssetCheckResult(
         passed=not found,
@@ -243,23 +244,28 @@ def job_status_agrees(
     )
 
 
+@job_check(contacts, blocking=False)
+def job_status_agrees(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """The job's status agrees with its counts: a COMPLETED job has no open issue, every row
+    processed and loaded or discarded, and as many contacts as it says it created."""
+    return status_agreement(context, database, sql.status_figures, sql.status_disagreements)
+
+
 def dataset_status_check(name: str) -> AssetChecksDefinition:
     """`job_status_agrees` on the table of a dataset other than contacts."""
-    table = TABLE_ASSETS[name]
+    table = DATASETS[name].table
 
-    @job_check(table, blocking=False, name="job_status_agrees")
+    @job_check(TABLE_ASSETS[name], blocking=False, name="job_status_agrees")
     def agrees(context: AssetCheckExecutionContext, database: DatabaseResource) -> AssetCheckResult:
         """The job's status agrees with its counts: a COMPLETED job has no open issue, every
         row loaded or discarded, and inserted + updated + unchanged add up to the rows loaded."""
-        engine = database.get_engine()
-        with job_lock(engine, context.partition_key), engine.connect() as conn:
-            figures = sql.dataset_status_figures(conn, context.partition_key, DATASETS[name].table)
-        found = sql.dataset_status_disagreements(figures)
-        status = figures.pop("status")
-        return AssetCheckResult(
-            passed=not found,
-            description="; ".join(found) or f"{status}: counts agree",
-            metadata={"status": status, **figures},
+        return status_agreement(
+            context,
+            database,
+            lambda conn, job_id: sql.dataset_status_figures(conn, job_id, table),
+            sql.dataset_status_disagreements,
         )
 
     return agrees

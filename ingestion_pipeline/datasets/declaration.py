@@ -211,17 +211,3 @@ def dependency_order(datasets: Mapping[str, Dataset]) -> list[str]:
 def children_of(datasets: Mapping[str, Dataset], name: str) -> list[str]:
     """The datasets that reference `name`."""
     return [d.name for d in datasets.values() if name in d.parents and d.name != name]
-
-
-__all__ = [
-    "Dataset",
-    "DefinitionError",
-    "Field",
-    "FieldType",
-    "MergePolicy",
-    "Normalization",
-    "Reference",
-    "check_declarations",
-    "children_of",
-    "dependency_order",
-]
