@@ -74,9 +74,7 @@ def import_one(op_context: OpExecutionContext, resources: dict[str, Any], job_id
     engine = resources["database"].get_engine()
     with engine.connect() as conn:
         job = get_job(conn, job_id)
-    other_tables = {
-        d.table for d in DATASETS.values() if job is not None and d.name != job["dataset"]
-    }
+    other_tables = {d.table for d in DATASETS.values() if job is not None and d.name != job.dataset}
     for assets_def in import_assets():
         key = assets_def.key
         name = key.to_user_string()

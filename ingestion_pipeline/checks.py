@@ -31,7 +31,7 @@ from ingestion_pipeline.assets import (
 )
 from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
-from ingestion_pipeline.db.jobs import get_job
+from ingestion_pipeline.db.jobs import ImportJob, get_job
 from ingestion_pipeline.emails import is_valid_email
 from ingestion_pipeline.importer import inspect_upload, job_lock, load_job
 from ingestion_pipeline.landing import ObjectChangedError
@@ -69,8 +69,8 @@ def job_check(
     return register
 
 
-def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> dict[str, Any]:
-    """The partition's job row; checks run only after their asset, so the job exists."""
+def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> ImportJob:
+    """The partition's job; checks run only after their asset, so the job exists."""
     with engine.connect() as conn:
         job = get_job(conn, context.partition_key)
     if job is None:
@@ -114,7 +114,7 @@ def upload_readable(
     engine = database.get_engine()
     job, route = load_job(engine, context.partition_key)
     zone = landing_zone.get_zone()
-    location = zone.describe(job["source_key"])
+    location = zone.describe(job.source_key)
     if not route.reads_upload:
         # A staged job is revalidated from staging; its file may be gone, and that is fine.
         return AssetCheckResult(
@@ -128,7 +128,7 @@ def upload_readable(
         return AssetCheckResult(
             passed=False,
             description=str(exc),
-            metadata={"location": location, "file_needed": True, "etag": job["source_etag"]},
+            metadata={"location": location, "file_needed": True, "etag": job.source_etag},
         )
     kind = "JSON records with" if fmt.delimiter in ("json", "ndjson") else "a header of"
     shape = f"{kind} {len(fmt.header)} columns" + (f" on sheet {fmt.sheet}" if fmt.sheet else "")
@@ -189,11 +189,11 @@ def contacts_unique_per_tenant(
     engine = database.get_engine()
     job = checked_job(context, engine)
     with engine.connect() as conn:
-        finding = sql.duplicate_contacts(conn, job["tenant_id"])
+        finding = sql.duplicate_contacts(conn, job.tenant_id)
     return finding_result(
         finding,
-        f"{finding.count} email(s) held by several contacts of tenant {job['tenant_id']}",
-        tenant=job["tenant_id"],
+        f"{finding.count} email(s) held by several contacts of tenant {job.tenant_id}",
+        tenant=job.tenant_id,
     )
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ingestion_pipeline.constants import CANONICAL_FIELDS, TENANT_TAG, JobStatus
+from ingestion_pipeline.constants import CANONICAL_FIELDS, TAKES_DECISIONS, TENANT_TAG, JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
 from ingestion_pipeline.db.jobs import (
+    ImportJob,
     NewJob,
     get_job,
     iter_issues,
@@ -76,7 +77,7 @@ def run_import(
         job = get_job(conn, job_id)
     assert job is not None
     run_error = None
-    if job["status"] != JobStatus.COMPLETED.value:
+    if job.status is not JobStatus.COMPLETED:
         run_error = _materialize(job, "import_job", log_level)
     released = _revalidate_woken(job_id, log_level)
     with engine.connect() as conn:
@@ -88,7 +89,7 @@ def run_import(
     return summary
 
 
-def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | None:
+def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
     """Run `job_name` (its assets and their checks) for the job's partition in-process on the
     shared instance, as the daemon would.
 
@@ -106,10 +107,10 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
 
     settings = load_settings()
     instance = get_instance(settings)
-    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job["job_id"]):
-        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job["job_id"]])
+    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job.job_id):
+        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job.job_id])
     job_def = build_definitions(build_resources(settings)).resolve_job_def(
-        dataset_job_name(job_name, job["dataset"])
+        dataset_job_name(job_name, job.dataset)
     )
     if log_level != "INFO":
         # A job waiting for its mapping leaves raw_upload unmaterialized: its checks and every
@@ -117,9 +118,9 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
         # result" although nothing downstream runs. The job's status says what happened.
         logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
     result = job_def.execute_in_process(
-        partition_key=job["job_id"],
+        partition_key=job.job_id,
         instance=instance,
-        tags={TENANT_TAG: job["tenant_id"]},
+        tags={TENANT_TAG: job.tenant_id},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )
@@ -127,11 +128,11 @@ def _materialize(job: dict[str, Any], job_name: str, log_level: str) -> str | No
         return None
     error = first_step_error(result.get_step_failure_events(), result.get_asset_check_evaluations())
     try:
-        marked = mark_failed(_engine(), job["job_id"], error, only_running=True)
+        marked = mark_failed(_engine(), job.job_id, error, only_running=True)
     except DBAPIError as exc:
         raise DatabaseUnavailableError(
-            f"{job['job_id']}: the run failed: {error}\nthe job could not be marked FAILED: "
-            f"{_first_line(exc.orig)}\nrun `ingestion-pipeline retry {job['job_id']}` once the "
+            f"{job.job_id}: the run failed: {error}\nthe job could not be marked FAILED: "
+            f"{_first_line(exc.orig)}\nrun `ingestion-pipeline retry {job.job_id}` once the "
             "database is back: the import resumes where it stopped"
         ) from exc
     return error if marked else None
@@ -151,11 +152,11 @@ def _revalidate_woken(job_id: str, log_level: str) -> dict[str, str]:
         for waiting in woken:
             with _engine().connect() as conn:
                 job = get_job(conn, waiting)
-            if job is not None and job["status"] == JobStatus.WAITING_FOR_REFERENCES.value:
+            if job is not None and job.status is JobStatus.WAITING_FOR_REFERENCES:
                 _materialize(job, "reprocess_job", log_level)
                 pending.append(waiting)
                 with _engine().connect() as conn:
-                    released[waiting] = (get_job(conn, waiting) or job)["status"]
+                    released[waiting] = (get_job(conn, waiting) or job).status.value
     return released
 
 
@@ -326,34 +327,32 @@ def _engine():
     return database_engine(load_settings())
 
 
-def _job(conn, job_id: str, tenant: str | None) -> dict[str, Any]:
+def _job(conn, job_id: str, tenant: str | None) -> ImportJob:
     """The job, if it exists and (with --tenant) belongs to that tenant; else a usage error."""
     job = get_job(conn, job_id)
-    if job is None or (tenant is not None and job["tenant_id"] != tenant):
+    if job is None or (tenant is not None and job.tenant_id != tenant):
         scope = f" for tenant {tenant}" if tenant is not None else ""
         raise UsageError(f"no import job {job_id!r}{scope}")
     return job
 
 
-def _open_job(job_id: str, tenant: str | None) -> dict[str, Any]:
+def _open_job(job_id: str, tenant: str | None) -> ImportJob:
     with _engine().connect() as conn:
         return _job(conn, job_id, tenant)
 
 
-def _editable_job(job_id: str, tenant: str | None) -> dict[str, Any]:
+def _editable_job(job_id: str, tenant: str | None) -> ImportJob:
     job = _open_job(job_id, tenant)
-    if job["status"] == JobStatus.COMPLETED.value:
-        raise UsageError(f"job {job_id} is already COMPLETED; its {job['dataset']} are loaded")
-    if job["status"] not in (
-        JobStatus.NEEDS_REVIEW.value,
-        JobStatus.PROCESSING.value,
-        JobStatus.WAITING_FOR_REFERENCES.value,
-    ):
-        raise UsageError(f"job {job_id} is {job['status']}; only jobs under review take decisions")
+    if job.status is JobStatus.COMPLETED:
+        raise UsageError(f"job {job_id} is already COMPLETED; its {job.dataset} are loaded")
+    if job.status not in TAKES_DECISIONS:
+        raise UsageError(
+            f"job {job_id} is {job.status.value}; only jobs under review take decisions"
+        )
     return job
 
 
-def _record(job: dict[str, Any], decisions: list, source: str) -> int:
+def _record(job: ImportJob, decisions: list, source: str) -> int:
     from ingestion_pipeline.db.review import ReviewError, record_decisions
 
     try:
@@ -392,23 +391,27 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         "error",
     )
     if args.ids:
-        print(",".join(j["job_id"] for j in jobs))
+        print(",".join(j.job_id for j in jobs))
         return EXIT_OK
     if args.json:
-        out = [{**{k: j[k] for k in keys}, "created_at": j["created_at"].isoformat()} for j in jobs]
+        out = [
+            {**{k: getattr(j, k) for k in keys}, "status": j.status.value}
+            | {"created_at": j.created_at.isoformat()}
+            for j in jobs
+        ]
         print(json.dumps(out, ensure_ascii=False))
         return EXIT_OK
     if not jobs:
         print("no import jobs")
     for j in jobs:
         loaded = (
-            f"contacts {j['contacts_created']}"
-            if j["dataset"] == DEFAULT_DATASET
-            else f"{j['dataset']} +{j['rows_inserted']} ~{j['rows_updated']}"
+            f"contacts {j.contacts_created}"
+            if j.dataset == DEFAULT_DATASET
+            else f"{j.dataset} +{j.rows_inserted} ~{j.rows_updated}"
         )
         print(
-            f"{j['job_id']:<48} {j['status']:<12} {j['tenant_id']:<16} {j['dataset']:<12} "
-            f"rows {j['processed_rows']}/{j['total_rows'] or 0}  issues {j['issue_count']}  "
+            f"{j.job_id:<48} {j.status.value:<12} {j.tenant_id:<16} {j.dataset:<12} "
+            f"rows {j.processed_rows}/{j.total_rows or 0}  issues {j.issue_count}  "
             f"{loaded}"
         )
     return EXIT_OK
@@ -435,7 +438,7 @@ def _cmd_fix(args: argparse.Namespace) -> int:
         name = name.strip().lower()
         if not sep:
             raise UsageError(f"expected FIELD=VALUE, got {assignment!r}")
-        fields = dataset_named(job["dataset"]).field_names
+        fields = job.declaration.field_names
         if name not in fields:
             raise UsageError(f"unknown field {name!r}; fields: {', '.join(fields)}")
         changes[name] = value.strip() or None
@@ -443,8 +446,8 @@ def _cmd_fix(args: argparse.Namespace) -> int:
     _record(job, [Decision(row, "fix", changes)], "cli")
     fields = ", ".join(f"{k}={v!r}" for k, v in changes.items())
     print(
-        f"{job['job_id']}: record {row} will be fixed ({fields}); "
-        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+        f"{job.job_id}: record {row} will be fixed ({fields}); "
+        f"run `ingestion-pipeline reprocess {job.job_id}` to apply"
     )
     return EXIT_OK
 
@@ -456,8 +459,8 @@ def _cmd_discard(args: argparse.Namespace) -> int:
     rows = [_row_number(r) for r in args.rows]
     _record(job, [Decision(n, "discard") for n in rows], "cli")
     print(
-        f"{job['job_id']}: record(s) {', '.join(map(str, rows))} will be discarded; "
-        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+        f"{job.job_id}: record(s) {', '.join(map(str, rows))} will be discarded; "
+        f"run `ingestion-pipeline reprocess {job.job_id}` to apply"
     )
     return EXIT_OK
 
@@ -470,10 +473,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         job = _job(conn, args.job, args.tenant)
         if args.out:
             with Path(args.out).open("wb") as out:
-                write_issues_csv(rows_for_review(conn, job["job_id"]), out)
-            print(f"{job['job_id']}: rows to review written to {args.out}", file=sys.stderr)
+                write_issues_csv(rows_for_review(conn, job.job_id), out)
+            print(f"{job.job_id}: rows to review written to {args.out}", file=sys.stderr)
         else:
-            write_issues_csv(rows_for_review(conn, job["job_id"]), sys.stdout.buffer)
+            write_issues_csv(rows_for_review(conn, job.job_id), sys.stdout.buffer)
             sys.stdout.flush()
     return EXIT_OK
 
@@ -492,8 +495,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     count = _record(job, decisions, f"cli:{path.name}")
     print(
-        f"{job['job_id']}: {count} decision(s) recorded from {path}; "
-        f"run `ingestion-pipeline reprocess {job['job_id']}` to apply"
+        f"{job.job_id}: {count} decision(s) recorded from {path}; "
+        f"run `ingestion-pipeline reprocess {job.job_id}` to apply"
     )
     return EXIT_OK
 
@@ -510,9 +513,9 @@ def _rerun(args: argparse.Namespace, job_name: str) -> int:
     """Run `job_name` for a job unless it is COMPLETED; print the import summary."""
     job = _open_job(args.job, args.tenant)
     run_error = None
-    if job["status"] != JobStatus.COMPLETED.value:
+    if job.status is not JobStatus.COMPLETED:
         run_error = _materialize(job, job_name, _log_level(args))
-        _revalidate_woken(job["job_id"], _log_level(args))
+        _revalidate_woken(job.job_id, _log_level(args))
     with _engine().connect() as conn:
         summary = job_summary(_job(conn, args.job, args.tenant))
     return _finish({**summary, "run_error": run_error}, args.json)
@@ -524,9 +527,9 @@ def _cmd_map(args: argparse.Namespace) -> int:
     from ingestion_pipeline.resources import landing_zone
 
     job = _open_job(args.job, args.tenant)
-    if job["status"] not in (JobStatus.NEEDS_MAPPING.value, JobStatus.PENDING.value):
+    if job.status not in (JobStatus.NEEDS_MAPPING, JobStatus.PENDING):
         raise UsageError(
-            f"job {job['job_id']} is {job['status']}; only a job waiting in NEEDS_MAPPING "
+            f"job {job.job_id} is {job.status.value}; only a job waiting in NEEDS_MAPPING "
             "(or not started yet) takes a mapping"
         )
     assignments: dict[str, list[str]] = {}
@@ -538,9 +541,9 @@ def _cmd_map(args: argparse.Namespace) -> int:
     try:
         mapping = confirm_mapping(_engine(), landing_zone(load_settings()), job, assignments)
     except MappingError as exc:
-        raise UsageError(f"{job['job_id']}: {exc}") from exc
+        raise UsageError(f"{job.job_id}: {exc}") from exc
     if not args.json:
-        print(f"{job['job_id']}: mapping confirmed and remembered for tenant {job['tenant_id']}:")
+        print(f"{job.job_id}: mapping confirmed and remembered for tenant {job.tenant_id}:")
         for line in mapping.describe().splitlines():
             print(f"  {line}")
     return _rerun(args, "import_job")
@@ -656,8 +659,8 @@ def _cmd_review_link(args: argparse.Namespace) -> int:
     job = _open_job(args.job, args.tenant)
     with _engine().begin() as conn:
         secret = service_secret(conn, "session")
-    token = review_link_token(secret, job["tenant_id"], job["job_id"], args.hours)
-    print(f"{args.base_url.rstrip('/')}/review/{job['job_id']}?token={token}")
+    token = review_link_token(secret, job.tenant_id, job.job_id, args.hours)
+    print(f"{args.base_url.rstrip('/')}/review/{job.job_id}?token={token}")
     return EXIT_OK
 
 

@@ -19,6 +19,14 @@ class JobStatus(str, Enum):
     FAILED = "FAILED"
 
 
+# A reviewer's decisions are taken in these states (PROCESSING: a reprocess is running).
+TAKES_DECISIONS = (
+    JobStatus.NEEDS_REVIEW,
+    JobStatus.PROCESSING,
+    JobStatus.WAITING_FOR_REFERENCES,
+)
+
+
 class RowStatus(str, Enum):
     """State of one staged data row."""
 

@@ -18,13 +18,13 @@ import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.datasets import dataset_named
 from ingestion_pipeline.db.consolidation import (
     ConsolidationConflictError,
     ConsolidationResult,
     consolidate_job,
 )
 from ingestion_pipeline.db.jobs import (
+    ImportJob,
     get_job,
     hold_job_lock,
     set_failed,
@@ -95,25 +95,25 @@ class UnknownJobError(LookupError):
     """A partition with no import_jobs row."""
 
 
-def route_for(job: dict[str, Any], staged_rows: int) -> Route:
+def route_for(job: ImportJob, staged_rows: int) -> Route:
     """The routing rules of the job lifecycle."""
-    if job["status"] == JobStatus.COMPLETED.value:
+    if job.status is JobStatus.COMPLETED:
         return Route.DONE
-    if job["status"] == JobStatus.NEEDS_MAPPING.value:
+    if job.status is JobStatus.NEEDS_MAPPING:
         return Route.AWAIT_MAPPING
-    if staged_rows and job["status"] in (
-        JobStatus.NEEDS_REVIEW.value,
-        JobStatus.WAITING_FOR_REFERENCES.value,
+    if staged_rows and job.status in (
+        JobStatus.NEEDS_REVIEW,
+        JobStatus.WAITING_FOR_REFERENCES,
     ):
         return Route.REPROCESS
-    if staged_rows and job["total_rows"] is not None and staged_rows >= job["total_rows"]:
+    if staged_rows and job.total_rows is not None and staged_rows >= job.total_rows:
         # Staging finished before the run stopped: validate what is there.
         return Route.REPROCESS
     return Route.RESUME if staged_rows else Route.INITIAL
 
 
-def load_job(engine: Engine, job_id: str) -> tuple[dict[str, Any], Route]:
-    """The job's row and its route; raises UnknownJobError for an unregistered partition."""
+def load_job(engine: Engine, job_id: str) -> tuple[ImportJob, Route]:
+    """The job and its route; raises UnknownJobError for an unregistered partition."""
     with engine.connect() as conn:
         job = get_job(conn, job_id)
     if job is None:
@@ -122,7 +122,7 @@ def load_job(engine: Engine, job_id: str) -> tuple[dict[str, Any], Route]:
         )
     # processed_rows commits with every staged chunk, so it is the staged row count without
     # counting the job's rows again in each step.
-    return job, route_for(job, job["processed_rows"])
+    return job, route_for(job, job.processed_rows)
 
 
 @contextmanager
@@ -163,10 +163,10 @@ def reject_upload(engine: Engine, job_id: str, error: str) -> None:
         unstage_and_fail(conn, job_id, error)
 
 
-def inspect_upload(landing: LandingZone, job: dict[str, Any]) -> FileFormat:
+def inspect_upload(landing: LandingZone, job: ImportJob) -> FileFormat:
     """Open the job's object version and detect its format (reads only the first bytes)."""
-    with landing.open(job["source_key"], job["source_etag"]) as stream:
-        return open_upload(stream, job["file_name"], dataset_named(job["dataset"])).format
+    with landing.open(job.source_key, job.source_etag) as stream:
+        return open_upload(stream, job.file_name, job.declaration).format
 
 
 # How many sample values per column a person is shown when asked to confirm a mapping.
@@ -213,15 +213,15 @@ class MappingDecision:
         return {**self.mapping.to_json(), "source": self.source, "pending": self.needs_person}
 
 
-def mapping_in_force(job: dict[str, Any]) -> ColumnMapping | None:
+def mapping_in_force(job: ImportJob) -> ColumnMapping | None:
     """The mapping a job decided on (None while it waits for a person, or before deciding)."""
-    stored = job.get("mapping")
+    stored = job.mapping
     if not stored or stored.get("pending"):
         return None
     return ColumnMapping.from_json(stored)
 
 
-def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> MappingDecision:
+def decide_mapping(engine: Engine, landing: LandingZone, job: ImportJob) -> MappingDecision:
     """Decide how the job's columns map to fields, in this order: a mapping a person gave for
     this job (`map`, or reviews/<job_id>/mapping.json while the job waits), the one the job
     already used, the tenant's remembered mapping for this header, the automatic suggestion
@@ -229,20 +229,20 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) ->
 
     A person's mapping is remembered for the tenant's next file with the same header.
     """
-    with landing.open(job["source_key"], job["source_etag"]) as stream:
-        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
+    with landing.open(job.source_key, job.source_etag) as stream:
+        source = open_upload(stream, job.file_name, job.declaration)
     fmt, suggestion = source.format, source.suggestion
     signature = header_signature(fmt.header)
     given = _mapping_file(landing, job, fmt, suggestion)
     if given is not None:
         decision = MappingDecision(fmt, given, "mapping file", needs_person=False)
     elif (used := mapping_in_force(job)) is not None:
-        decision = MappingDecision(fmt, used, job["mapping"].get("source", "job"), False)
+        decision = MappingDecision(fmt, used, job.mapping.get("source", "job"), False)
     else:
         with engine.connect() as conn:
-            remembered = remembered_mapping(conn, job["tenant_id"], signature)
+            remembered = remembered_mapping(conn, job.tenant_id, signature)
         # The same header in another dataset's file maps other fields: not this one's.
-        if remembered is not None and ColumnMapping.from_json(remembered).dataset == job["dataset"]:
+        if remembered is not None and ColumnMapping.from_json(remembered).dataset == job.dataset:
             mapping = ColumnMapping.from_json(remembered).with_method(Method.REMEMBERED)
             decision = MappingDecision(fmt, mapping, "remembered", needs_person=False)
         else:
@@ -255,27 +255,25 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: dict[str, Any]) ->
     return decision
 
 
-def _remember(
-    conn: Connection, job: dict[str, Any], fmt: FileFormat, mapping: ColumnMapping
-) -> None:
+def _remember(conn: Connection, job: ImportJob, fmt: FileFormat, mapping: ColumnMapping) -> None:
     """Keep a person's mapping for the tenant's next file with this header."""
     remember_mapping(
         conn,
-        job["tenant_id"],
+        job.tenant_id,
         header_signature(fmt.header),
         list(fmt.header),
         mapping.to_json(),
-        job["job_id"],
+        job.job_id,
     )
 
 
 def _mapping_file(
-    landing: LandingZone, job: dict[str, Any], fmt: FileFormat, suggestion: ColumnMapping
+    landing: LandingZone, job: ImportJob, fmt: FileFormat, suggestion: ColumnMapping
 ) -> ColumnMapping | None:
     """The mapping in reviews/<job_id>/mapping.json, read only while the job waits for one."""
-    if job["status"] != JobStatus.NEEDS_MAPPING.value:
+    if job.status is not JobStatus.NEEDS_MAPPING:
         return None
-    key = mapping_key(job["job_id"])
+    key = mapping_key(job.job_id)
     info = landing.stat(key)
     if info is None:
         return None
@@ -288,17 +286,17 @@ def _mapping_file(
 
 
 def confirm_mapping(
-    engine: Engine, landing: LandingZone, job: dict[str, Any], assignments: dict[str, Any]
+    engine: Engine, landing: LandingZone, job: ImportJob, assignments: dict[str, Any]
 ) -> ColumnMapping:
     """Record a person's mapping on a job that waits for one (or has not started): the next
     run reads the file with it. Raises MappingError for a field or column the file lacks."""
-    with landing.open(job["source_key"], job["source_etag"]) as stream:
-        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
+    with landing.open(job.source_key, job.source_etag) as stream:
+        source = open_upload(stream, job.file_name, job.declaration)
     mapping = person_mapping(source.format.header, assignments, source.suggestion)
     with engine.begin() as conn:
         update_job(
             conn,
-            job["job_id"],
+            job.job_id,
             mapping={**mapping.to_json(), "source": "person", "pending": False},
             layout=layout_json(source.format),
             error=None,
@@ -358,7 +356,7 @@ class StageResult:
 def stage_upload(
     engine: Engine,
     landing: LandingZone,
-    job: dict[str, Any],
+    job: ImportJob,
     chunk_size: int,
     on_progress: Callable[[StageProgress], None] | None = None,
 ) -> StageResult:
@@ -369,11 +367,11 @@ def stage_upload(
     writes one chunk (in a worker thread), the next is read and judged: at most two chunks
     are in memory.
     """
-    job_id = job["job_id"]
+    job_id = job.job_id
     started = time.perf_counter()
     with engine.connect() as conn:
         already = staged_row_count(conn, job_id)
-    info = landing.stat(job["source_key"])
+    info = landing.stat(job.source_key)
     size = info.size if info else 0
     timings = {"read": 0.0, "validate": 0.0, "copy_wait": 0.0}
 
@@ -385,10 +383,10 @@ def stage_upload(
         return written
 
     with (
-        landing.open(job["source_key"], job["source_etag"]) as stream,
+        landing.open(job.source_key, job.source_etag) as stream,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as writer,
     ):
-        source = open_upload(stream, job["file_name"], dataset_named(job["dataset"]))
+        source = open_upload(stream, job.file_name, job.declaration)
         mapping = mapping_in_force(job)
         if mapping is not None:
             source.use_mapping(mapping)
@@ -419,8 +417,8 @@ def stage_upload(
         mark = time.perf_counter()
         for chunk in source.chunks(chunk_size):
             t_read = time.perf_counter()
-            with records_from(job["file_name"], int(chunk.frame["row_number"].iloc[0])):
-                prepared = prepare_chunk(chunk.frame, job_id, dataset_named(job["dataset"]))
+            with records_from(job.file_name, int(chunk.frame["row_number"].iloc[0])):
+                prepared = prepare_chunk(chunk.frame, job_id, job.declaration)
             t_valid = time.perf_counter()
             timings["read"] += t_read - mark
             timings["validate"] += t_valid - t_read
@@ -433,7 +431,7 @@ def stage_upload(
             settle()
         result.rows_read = source.records_read
     result.footer = list(source.footer)
-    layout = {**(job.get("layout") or layout_json(source.format)), "footer": result.footer}
+    layout = {**(job.layout or layout_json(source.format)), "footer": result.footer}
     with engine.begin() as conn:
         update_job(
             conn,
@@ -450,21 +448,21 @@ def stage_upload(
     return result
 
 
-def validate(engine: Engine, job: dict[str, Any]) -> ValidationResult:
+def validate(engine: Engine, job: ImportJob) -> ValidationResult:
     """Run the cross-row rules and reconcile the job's issues, in one transaction."""
     with engine.begin() as conn:
-        return validate_job(conn, job["job_id"], job["tenant_id"], dataset_named(job["dataset"]))
+        return validate_job(conn, job.job_id, job.tenant_id, job.declaration)
 
 
-def consolidate(engine: Engine, job: dict[str, Any]) -> ConsolidationResult:
+def consolidate(engine: Engine, job: ImportJob) -> ConsolidationResult:
     """Load contacts if the job is clean; a late conflict sends it back to review instead."""
     try:
         with engine.begin() as conn:
-            return consolidate_job(conn, job["job_id"])
+            return consolidate_job(conn, job.job_id)
     except ConsolidationConflictError:
         validate(engine, job)
         with engine.begin() as conn:
-            return consolidate_job(conn, job["job_id"])
+            return consolidate_job(conn, job.job_id)
 
 
 @dataclass
@@ -477,38 +475,38 @@ class ReviewOutcome:
     discarded: int = 0
 
 
-def apply_review(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> ReviewOutcome:
+def apply_review(engine: Engine, landing: LandingZone, job: ImportJob) -> ReviewOutcome:
     """Load a new decisions file from the landing zone, then apply every pending decision.
 
     A decisions file version is read once (tracked by its ETag); a bad file raises
     DecisionFileError and changes nothing.
     """
     outcome = ReviewOutcome()
-    key = decisions_key(job["job_id"])
+    key = decisions_key(job.job_id)
     info = landing.stat(key)
     with engine.begin() as conn:
-        if info is not None and not review_file_seen(conn, job["job_id"], info.etag):
+        if info is not None and not review_file_seen(conn, job.job_id, info.etag):
             with landing.open(key, info.etag) as stream:
-                decisions = parse_decisions(stream, key, dataset_named(job["dataset"]))
+                decisions = parse_decisions(stream, key, job.declaration)
             try:
                 record_decisions(conn, job, decisions, source=f"file:{info.etag}")
             except ReviewError as exc:
                 raise DecisionFileError(f"{key}: {exc}") from exc
-            claim_review_file(conn, job["job_id"], info.etag, len(decisions))
+            claim_review_file(conn, job.job_id, info.etag, len(decisions))
             outcome.decisions_file = landing.describe(key)
             outcome.decisions_loaded = len(decisions)
-        applied = apply_decisions(conn, job["job_id"], dataset_named(job["dataset"]))
+        applied = apply_decisions(conn, job.job_id, job.declaration)
     outcome.fixed, outcome.discarded = applied.fixed, applied.discarded
     return outcome
 
 
-def write_review_file(engine: Engine, landing: LandingZone, job: dict[str, Any]) -> str:
+def write_review_file(engine: Engine, landing: LandingZone, job: ImportJob) -> str:
     """Write reviews/<job_id>/issues.csv with the rows that need a reviewer; returns where."""
-    key = issues_key(job["job_id"])
-    dataset = dataset_named(job["dataset"])
+    key = issues_key(job.job_id)
+    dataset = job.declaration
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
         with engine.connect() as conn:
-            write_issues_csv(rows_for_review(conn, job["job_id"], dataset), spool, dataset)
+            write_issues_csv(rows_for_review(conn, job.job_id, dataset), spool, dataset)
         spool.seek(0)
         landing.write(key, spool)
     return landing.describe(key)

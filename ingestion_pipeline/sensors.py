@@ -243,21 +243,21 @@ def review_sensor(
             if job is None:
                 context.log.warning(f"skipped: {obj.key!r} names no import job")
                 continue
-            if job["status"] == JobStatus.COMPLETED.value:
+            if job.status is JobStatus.COMPLETED:
                 context.log.warning(f"skipped: {obj.key!r}: job {job_id} is already COMPLETED")
                 continue
-            if file_name == MAPPING_FILE and job["status"] != JobStatus.NEEDS_MAPPING.value:
-                context.log.warning(f"skipped: {obj.key!r}: job {job_id} is {job['status']}")
+            if file_name == MAPPING_FILE and job.status is not JobStatus.NEEDS_MAPPING:
+                context.log.warning(f"skipped: {obj.key!r}: job {job_id} is {job.status.value}")
                 continue
             requests.append(
                 RunRequest(
                     job_name=dataset_job_name(
                         import_job.name if file_name == MAPPING_FILE else reprocess_job.name,
-                        job["dataset"],
+                        job.dataset,
                     ),
                     partition_key=job_id,
                     run_key=f"{obj.key}:{obj.etag}",
-                    tags={TENANT_TAG: job["tenant_id"]},
+                    tags={TENANT_TAG: job.tenant_id},
                 )
             )
     if not taken:

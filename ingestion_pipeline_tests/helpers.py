@@ -28,7 +28,7 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
-from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs
+from ingestion_pipeline.db.jobs import ImportJob, NewJob, get_job, register_jobs
 from ingestion_pipeline.db.service import create_api_key
 from ingestion_pipeline.definitions import build_definitions
 from ingestion_pipeline.jobs import dataset_job_name
@@ -99,7 +99,7 @@ def run_job(
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
     with resources["database"].get_engine().connect() as conn:  # type: ignore[attr-defined]
         found = get_job(conn, job_id)
-    dataset = found["dataset"] if found else "contacts"
+    dataset = found.dataset if found else "contacts"
     return (
         definitions(resources)
         .resolve_job_def(dataset_job_name(job_name, dataset))
@@ -142,14 +142,14 @@ def import_bytes(
     name: str,
     content: bytes,
     dataset: str = "contacts",
-) -> tuple[ExecuteInProcessResult, dict[str, Any]]:
+) -> tuple[ExecuteInProcessResult, ImportJob]:
     """Upload, register and run one file; returns the run result and the job row."""
     job_id = register_upload(engine, zone, tenant, name, content, dataset)
     result = run_job(instance, resources, job_id, tenant)
     return result, job(engine, job_id)
 
 
-def job(engine: Engine, job_id: str) -> dict[str, Any]:
+def job(engine: Engine, job_id: str) -> ImportJob:
     with engine.connect() as conn:
         row = get_job(conn, job_id)
     assert row is not None

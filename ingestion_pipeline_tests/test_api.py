@@ -262,7 +262,7 @@ def test_resumable_session_on_the_landing_folder(
     assert globex.get(url).status_code == 404
     assert globex.put(f"{url}/parts/1", content=parts[0]).status_code == 404
     run_sensors(instance, api_resources)
-    assert job(engine, done.json()["job_id"])["status"] == "COMPLETED"
+    assert job(engine, done.json()["job_id"]).status == "COMPLETED"
     assert scalar(engine, "SELECT count(*) FROM contacts") == 5000
 
 
@@ -294,7 +294,7 @@ def test_resumable_session_on_s3_is_a_multipart_upload(engine, s3_endpoint, s3_b
     assert info.etag.endswith("-3")  # a multipart ETag: not the MD5 of the bytes
     with zone.open(info.key) as stream:
         assert stream.read() == content
-    assert job(engine, outcome.job_id)["source_etag"] == info.etag
+    assert job(engine, outcome.job_id).source_etag == info.etag
 
     # A single upload lands on S3 the same way: one object, one job, the same job again.
     tmp.write_bytes(CLEAN)
@@ -306,7 +306,7 @@ def test_resumable_session_on_s3_is_a_multipart_upload(engine, s3_endpoint, s3_b
         tmp.unlink(missing_ok=True)
     assert first.created and not again.created and first.job_id == again.job_id
     small = job(engine, first.job_id)
-    with zone.open(small["source_key"], small["source_etag"]) as stream:
+    with zone.open(small.source_key, small.source_etag) as stream:
         assert stream.read() == CLEAN
 
 
@@ -344,14 +344,14 @@ def test_import_limit_holds_across_two_server_processes_and_the_sensor(
     waiting = [register_upload(engine, zone, "acme", f"b{i}.csv", CLEAN) for i in range(2)]
     other = register_upload(engine, zone, "globex", "g.csv", CLEAN)  # no limit: runs
     run_sensors(instance, api_resources)
-    assert job(engine, other)["status"] == "COMPLETED"
-    assert [job(engine, w)["status"] for w in waiting] == ["PENDING", "PENDING"]
+    assert job(engine, other).status == "COMPLETED"
+    assert [job(engine, w).status for w in waiting] == ["PENDING", "PENDING"]
     # The window slides: the next tick admits them.
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE admissions SET admitted_at = now() - interval '2 hours'"))
     run_sensors(instance, api_resources)
-    assert job(engine, waiting[0])["status"] == "COMPLETED"
-    assert job(engine, waiting[1])["status"] in ("COMPLETED", "NEEDS_REVIEW")  # same contacts
+    assert job(engine, waiting[0]).status == "COMPLETED"
+    assert job(engine, waiting[1]).status in ("COMPLETED", "NEEDS_REVIEW")  # same contacts
 
 
 class Receiver:
@@ -394,7 +394,7 @@ def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
         assert answer.status_code == 200 and secret.startswith("whsec_")
         zone = LocalLandingZone(service_landing)
         _, done = import_bytes(engine, instance, api_resources, zone, "acme", "c.csv", CLEAN)
-        assert done["status"] == "COMPLETED"
+        assert done.status == "COMPLETED"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(r[2] == 204 for r in receiver.received):
             time.sleep(0.2)
@@ -405,7 +405,7 @@ def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
     assert len(ids) == 1  # one event id on every attempt: the receiver de-duplicates by it
     headers, body, _ = receiver.received[-1]
     payload = verify_webhook(secret, headers, body)
-    assert payload["type"] == "job.completed" and payload["job_id"] == done["job_id"]
+    assert payload["type"] == "job.completed" and payload["job_id"] == done.job_id
     assert payload["contacts_created"] == 2 and payload["event_id"] in ids
     with pytest.raises(InvalidSignatureError, match="signature"):
         verify_webhook(secret, headers, body.replace(b'"contacts_created": 2', b'"x": 9'))

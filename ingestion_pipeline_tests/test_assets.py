@@ -45,17 +45,17 @@ def materialized(instance, asset: str, partition: str) -> bool:
 def test_clean_file_is_loaded_as_contacts_and_completes(engine, instance, resources, local_zone):
     result, row = import_bytes(engine, instance, resources, local_zone, "acme", "a.csv", CLEAN)
     assert result.success
-    assert row["status"] == "COMPLETED"
-    assert (row["total_rows"], row["processed_rows"], row["issue_count"]) == (3, 3, 0)
-    assert row["contacts_created"] == 3
-    assert (row["encoding"], row["delimiter"]) == ("utf-8", "comma")
+    assert row.status == "COMPLETED"
+    assert (row.total_rows, row.processed_rows, row.issue_count) == (3, 3, 0)
+    assert row.contacts_created == 3
+    assert (row.encoding, row.delimiter) == ("utf-8", "comma")
     assert contact_emails(engine, "acme") == ["ann@acme.io", "bob@acme.io", "cy@acme.io"]
     assert scalar(engine, "SELECT email FROM contacts WHERE email_normalized = 'bob@acme.io'") == (
         "Bob@Acme.io"
     )
     assert rows(engine, "SELECT DISTINCT status FROM staging_rows") == [("SUCCESS",)]
     for asset in ("raw_upload", "staging_rows", "import_issues", "contacts"):
-        assert materialized(instance, asset, row["job_id"])
+        assert materialized(instance, asset, row.job_id)
     contacts_meta = result.asset_materializations_for_node("contacts")[0].metadata
     assert contacts_meta["contacts_created"].value == 3
 
@@ -91,13 +91,13 @@ def test_every_rule_becomes_issues_linked_to_their_rows(engine, instance, resour
     )
     result, row = import_bytes(engine, instance, resources, local_zone, "acme", "b.csv", content)
     assert result.success
-    assert row["status"] == "NEEDS_REVIEW"
+    assert row.status == "NEEDS_REVIEW"
     issues = rows(
         engine,
         "SELECT i.kind, i.field, array_agg(ii.row_number ORDER BY ii.row_number) "
         "FROM issues i JOIN issue_items ii USING (issue_id) WHERE i.job_id = :j "
         "GROUP BY i.issue_id ORDER BY 3, 1, 2",
-        j=row["job_id"],
+        j=row.job_id,
     )
     assert issues == [
         ("duplicate_email", "email", [1, 3]),
@@ -105,15 +105,15 @@ def test_every_rule_becomes_issues_linked_to_their_rows(engine, instance, resour
         ("missing_field", "company", [4]),
         ("missing_field", "first_name", [4]),
     ]
-    assert row["issue_count"] == 4
+    assert row.issue_count == 4
     statuses = rows(
         engine,
         "SELECT row_number, status FROM staging_rows WHERE job_id = :j ORDER BY 1",
-        j=row["job_id"],
+        j=row.job_id,
     )
     assert statuses == [(1, "ISSUE"), (2, "ISSUE"), (3, "ISSUE"), (4, "ISSUE"), (5, "READY")]
     assert contact_emails(engine, "acme") == []
-    assert not materialized(instance, "contacts", row["job_id"])
+    assert not materialized(instance, "contacts", row.job_id)
     issues_meta = result.asset_materializations_for_node("import_issues")[0].metadata
     assert issues_meta["issues_duplicate_email"].value == 1
     assert issues_meta["issues_missing_field"].value == 2
@@ -127,11 +127,11 @@ def test_existing_contact_is_an_issue_for_the_same_tenant_only(
     again = csv_text("ANN@acme.io,Ann,Lee,Acme", "new@acme.io,New,One,Acme")
     _, acme = import_bytes(engine, instance, resources, local_zone, "acme", "second.csv", again)
     _, beta = import_bytes(engine, instance, resources, local_zone, "beta", "second.csv", again)
-    assert acme["status"] == "NEEDS_REVIEW"
-    assert rows(
-        engine, "SELECT kind, issue_key FROM issues WHERE job_id = :j", j=acme["job_id"]
-    ) == [("existing_contact", "ann@acme.io")]
-    assert beta["status"] == "COMPLETED"
+    assert acme.status == "NEEDS_REVIEW"
+    assert rows(engine, "SELECT kind, issue_key FROM issues WHERE job_id = :j", j=acme.job_id) == [
+        ("existing_contact", "ann@acme.io")
+    ]
+    assert beta.status == "COMPLETED"
     assert contact_emails(engine, "beta") == ["ann@acme.io", "new@acme.io"]
     assert contact_emails(engine, "acme") == ["ann@acme.io", "bob@acme.io", "cy@acme.io"]
 
@@ -140,8 +140,8 @@ def test_unreadable_file_fails_its_job_and_stages_nothing(engine, instance, reso
     content = b"name,phone\nAnn,555\n"
     result, row = import_bytes(engine, instance, resources, local_zone, "acme", "x.csv", content)
     assert not result.success
-    assert row["status"] == "FAILED"
-    assert row["error"] == "x.csv: no email column found; the header has: name, phone"
+    assert row.status == "FAILED"
+    assert row.error == "x.csv: no email column found; the header has: name, phone"
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
     # Bad input is not retried.
     restarts = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_RESTARTED]
@@ -150,10 +150,10 @@ def test_unreadable_file_fails_its_job_and_stages_nothing(engine, instance, reso
 
 def test_completed_job_rematerialized_does_nothing(engine, instance, resources, local_zone):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "a.csv", CLEAN)
-    again = run_job(instance, resources, row["job_id"], "acme")
+    again = run_job(instance, resources, row.job_id, "acme")
     assert again.success
     assert scalar(engine, "SELECT count(*) FROM contacts") == 3
-    assert job(engine, row["job_id"])["contacts_created"] == 3
+    assert job(engine, row.job_id).contacts_created == 3
     meta = again.asset_materializations_for_node("raw_upload")[0].metadata
     assert meta["route"].value.startswith("completed")
 
@@ -163,12 +163,12 @@ def test_job_under_review_is_revalidated_without_reading_the_file(
 ):
     content = csv_text("ann@acme.io,Ann,Lee,Acme", "ann@acme.io,Ann,Lee,Acme")
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "d.csv", content)
-    issue_ids = rows(engine, "SELECT issue_id FROM issues WHERE job_id = :j", j=row["job_id"])
+    issue_ids = rows(engine, "SELECT issue_id FROM issues WHERE job_id = :j", j=row.job_id)
     (landing_dir / "uploads/acme/d.csv").unlink()
-    again = run_job(instance, resources, row["job_id"], "acme")
+    again = run_job(instance, resources, row.job_id, "acme")
     assert again.success
-    assert job(engine, row["job_id"])["status"] == "NEEDS_REVIEW"
-    assert rows(engine, "SELECT issue_id FROM issues WHERE job_id = :j", j=row["job_id"]) == (
+    assert job(engine, row.job_id).status == "NEEDS_REVIEW"
+    assert rows(engine, "SELECT issue_id FROM issues WHERE job_id = :j", j=row.job_id) == (
         issue_ids
     )
     meta = again.asset_materializations_for_node("staging_rows")[0].metadata
@@ -192,13 +192,13 @@ def test_interrupted_staging_resumes_without_duplicates(
     with pytest.raises(Crash):
         stage_upload(engine, local_zone, crashed_job, 500, crash_after_two_chunks)
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 999
-    assert job(engine, job_id)["processed_rows"] == 999
+    assert job(engine, job_id).processed_rows == 999
 
     monkeypatch.setenv("IMPORT_CHUNK_SIZE", "700")  # other chunk edges than the crashed run
     result = run_job(instance, resources, job_id, "acme")
     assert result.success
     row = job(engine, job_id)
-    assert (row["status"], row["total_rows"], row["processed_rows"]) == ("COMPLETED", 2500, 2500)
+    assert (row.status, row.total_rows, row.processed_rows) == ("COMPLETED", 2500, 2500)
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 2500
     assert scalar(engine, "SELECT count(*) FROM contacts") == 2500
     meta = result.asset_materializations_for_node("staging_rows")[0].metadata
@@ -214,8 +214,8 @@ def test_overwritten_upload_fails_the_old_version_with_a_clear_error(
     result = run_job(instance, resources, job_id, "acme")
     assert not result.success
     row = job(engine, job_id)
-    assert row["status"] == "FAILED"
-    assert "uploads/acme/a.csv changed since it was uploaded" in row["error"]
+    assert row.status == "FAILED"
+    assert "uploads/acme/a.csv changed since it was uploaded" in row.error
 
 
 def test_unknown_partition_fails_with_a_clear_message(instance, resources):
@@ -244,7 +244,7 @@ def test_late_conflict_between_two_jobs_of_a_tenant_sends_one_back_to_review(eng
 
 def test_header_only_file_completes_with_zero_rows(engine, instance, resources, local_zone):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "h.csv", csv_text())
-    assert (row["status"], row["total_rows"], row["contacts_created"]) == ("COMPLETED", 0, 0)
+    assert (row.status, row.total_rows, row.contacts_created) == ("COMPLETED", 0, 0)
 
 
 def test_import_from_an_s3_landing_zone(engine, instance, s3_resources):
@@ -253,8 +253,8 @@ def test_import_from_an_s3_landing_zone(engine, instance, s3_resources):
     _, row = import_bytes(
         engine, instance, s3_resources, zone, "globex", "k.csv", text.encode("cp1252")
     )
-    assert row["status"] == "COMPLETED"
-    assert (row["encoding"], row["delimiter"]) == ("cp1252", "semicolon")
+    assert row.status == "COMPLETED"
+    assert (row.encoding, row.delimiter) == ("cp1252", "semicolon")
     assert scalar(engine, "SELECT last_name FROM contacts WHERE tenant_id = 'globex'") == "Müller"
 
 
@@ -275,7 +275,7 @@ def test_two_imports_of_one_file_at_once_load_it_exactly_once(database_url, engi
     assert {o["job_id"] for o in outputs} == {outputs[0]["job_id"]}
     assert {o["status"] for o in outputs} == {"COMPLETED"}
     row = job(engine, outputs[0]["job_id"])
-    assert (row["total_rows"], row["processed_rows"], row["contacts_created"]) == (
+    assert (row.total_rows, row.processed_rows, row.contacts_created) == (
         30_000,
         30_000,
         30_000,
@@ -295,7 +295,7 @@ def test_a_run_waits_while_another_holds_the_job(database_url, engine, local_zon
         waiting = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         time.sleep(6)  # ample for the CLI to start and reach its first step
         assert waiting.poll() is None
-        assert job(engine, job_id)["status"] == "PENDING"
+        assert job(engine, job_id).status == "PENDING"
     out, _ = waiting.communicate(timeout=120)
     assert waiting.returncode == 0
     assert json.loads(out)["status"] == "COMPLETED"

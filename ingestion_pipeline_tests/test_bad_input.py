@@ -57,9 +57,9 @@ def test_unreadable_files_fail_their_job_naming_file_record_and_line_and_stage_n
         engine, instance, resources, local_zone, "acme", "empty.csv", content
     )
     assert not result.success
-    assert job["status"] == "FAILED"
-    assert job["error"].startswith(error), job["error"]
-    assert (job["processed_rows"], job["total_rows"], job["issue_count"]) == (0, None, 0)
+    assert job.status == "FAILED"
+    assert job.error.startswith(error), job.error
+    assert (job.processed_rows, job.total_rows, job.issue_count) == (0, None, 0)
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
     assert scalar(engine, "SELECT count(*) FROM issues") == 0
     assert scalar(engine, "SELECT count(*) FROM contacts") == 0
@@ -70,7 +70,7 @@ def test_header_only_file_completes_with_zero_rows(engine, instance, resources, 
         engine, instance, resources, local_zone, "acme", "h.csv", HEADER.encode()
     )
     assert result.success
-    assert (job["status"], job["total_rows"], job["contacts_created"]) == ("COMPLETED", 0, 0)
+    assert (job.status, job.total_rows, job.contacts_created) == ("COMPLETED", 0, 0)
 
 
 def test_rows_with_too_many_or_too_few_fields_are_issues_on_those_rows(
@@ -87,8 +87,8 @@ def test_rows_with_too_many_or_too_few_fields_are_issues_on_those_rows(
     )  # 5: cut off mid-record, no newline
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "r.csv", content)
     assert result.success
-    assert (job["status"], job["total_rows"]) == ("NEEDS_REVIEW", 5)
-    assert open_issues(engine, job["job_id"]) == [
+    assert (job.status, job.total_rows) == ("NEEDS_REVIEW", 5)
+    assert open_issues(engine, job.job_id) == [
         (
             "malformed_record",
             "record",
@@ -116,12 +116,12 @@ def test_rows_with_too_many_or_too_few_fields_are_issues_on_those_rows(
     extra = scalar(
         engine,
         "SELECT extra FROM staging_rows WHERE job_id = :j AND row_number = 2",
-        j=job["job_id"],
+        j=job.job_id,
     )
     assert extra == {"column_5": "surplus", "column_6": "more"}
     assert rows(
         engine, "SELECT row_number, status FROM staging_rows WHERE job_id = :j ORDER BY 1",
-        j=job["job_id"],
+        j=job.job_id,
     ) == [(1, "READY"), (2, "ISSUE"), (3, "ISSUE"), (4, "READY"), (5, "ISSUE")]  # fmt: skip
 
 
@@ -133,8 +133,8 @@ def test_nul_bytes_make_an_issue_on_their_row_and_never_reach_the_database_raw(
     content = (HEADER.strip() + ",notes\n" + "".join(f"{line}\n" for line in lines)).encode()
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "n.csv", content)
     assert result.success
-    assert job["status"] == "NEEDS_REVIEW"
-    assert open_issues(engine, job["job_id"]) == [
+    assert job.status == "NEEDS_REVIEW"
+    assert open_issues(engine, job.job_id) == [
         (
             "malformed_record",
             "record",
@@ -145,7 +145,7 @@ def test_nul_bytes_make_an_issue_on_their_row_and_never_reach_the_database_raw(
     staged = rows(
         engine,
         "SELECT first_name, extra FROM staging_rows WHERE job_id = :j AND row_number = 201",
-        j=job["job_id"],
+        j=job.job_id,
     )
     assert staged == [("Nu\ufffdll", {"notes": "note\ufffdhere"})]
 
@@ -159,7 +159,7 @@ def test_invalid_utf8_bytes_fail_the_job_naming_the_record_and_stage_nothing(
     content = body(*lines) + b"bad@acme.io,B\xffd,Byte,Co\n"
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "u.csv", content)
     assert not result.success
-    assert job["error"] == "u.csv, record 20001: invalid utf-8 bytes (b'\\xff' in first_name)"
+    assert job.error == "u.csv, record 20001: invalid utf-8 bytes (b'\\xff' in first_name)"
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
 
 
@@ -173,14 +173,14 @@ def test_a_ten_megabyte_field(engine, instance, resources, local_zone):
     ).encode()
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "big.csv", content)
     assert result.success
-    assert (job["status"], job["total_rows"]) == ("NEEDS_REVIEW", 3)
+    assert (job.status, job.total_rows) == ("NEEDS_REVIEW", 3)
     # In a contact field: an issue on that row. In an extra column: kept whole.
-    issues = open_issues(engine, job["job_id"])
+    issues = open_issues(engine, job.job_id)
     assert ("value_too_long", "company", "company is longer than 255 characters", [2]) in issues
     length = scalar(
         engine,
         "SELECT length(extra->>'notes') FROM staging_rows WHERE job_id = :j AND row_number = 1",
-        j=job["job_id"],
+        j=job.job_id,
     )
     assert length == len(huge)
 
@@ -190,17 +190,17 @@ def test_duplicate_header_names_are_kept_apart_and_two_columns_for_one_field_are
 ):
     content = b"email,first_name,last_name,company,notes,notes\nann@acme.io,Ann,Lee,Acme,a,b\n"
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "d.csv", content)
-    assert result.success and job["status"] == "COMPLETED"
+    assert result.success and job.status == "COMPLETED"
     assert scalar(engine, "SELECT extra FROM contacts") == {"notes": "a", "notes_2": "b"}
 
     # Each row takes the first non-blank of the two; the second stays in extra.
     both = b"email,e-mail,first_name,last_name,company\nal@acme.io,x@acme.io,Al,Lee,Acme\n"
     both += b",bo@acme.io,Bo,Ray,Acme\n"
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "e.csv", both)
-    assert result.success and job["status"] == "COMPLETED"
-    assert job["mapping"]["fields"]["email"] == ["email", "e-mail"]
+    assert result.success and job.status == "COMPLETED"
+    assert job.mapping["fields"]["email"] == ["email", "e-mail"]
     assert rows(
-        engine, "SELECT email, extra FROM contacts WHERE job_id = :j ORDER BY 1", j=job["job_id"]
+        engine, "SELECT email, extra FROM contacts WHERE job_id = :j ORDER BY 1", j=job.job_id
     ) == [("al@acme.io", {"e-mail": "x@acme.io"}), ("bo@acme.io", {"e-mail": "bo@acme.io"})]
 
 
@@ -213,12 +213,12 @@ def test_nul_escapes_in_json_records_are_an_issue_too(engine, instance, resource
     content = "\n".join(json.dumps(r) for r in records).encode()
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "n.ndjson", content)
     assert result.success
-    assert job["status"] == "NEEDS_REVIEW"
-    assert [i[3] for i in open_issues(engine, job["job_id"])] == [[2]]
+    assert job.status == "NEEDS_REVIEW"
+    assert [i[3] for i in open_issues(engine, job.job_id)] == [[2]]
     staged = rows(
         engine,
         "SELECT first_name, extra FROM staging_rows WHERE job_id = :j AND row_number = 2",
-        j=job["job_id"],
+        j=job.job_id,
     )
     assert staged == [("N\ufffd", {"note": {"text": "x\ufffdy"}})]
 
@@ -233,9 +233,9 @@ def test_cp1252_semicolon_export_with_trailing_delimiters_on_every_line_imports(
     ]
     content = ("\r\n".join(lines) + "\r\n").encode("cp1252")
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "k.csv", content)
-    assert result.success, job["error"]
-    assert (job["status"], job["total_rows"], job["contacts_created"]) == ("COMPLETED", 5, 5)
-    assert (job["encoding"], job["delimiter"]) == ("cp1252", "semicolon")
+    assert result.success, job.error
+    assert (job.status, job.total_rows, job.contacts_created) == ("COMPLETED", 5, 5)
+    assert (job.encoding, job.delimiter) == ("cp1252", "semicolon")
     assert rows(engine, "SELECT first_name, last_name, company, extra FROM contacts LIMIT 1") == [
         ("J\u00fcrgen1", "M\u00fcller", "B\u00e4ckerei GmbH", None)
     ]
@@ -261,8 +261,8 @@ def test_a_deterministic_error_while_preparing_records_fails_once_naming_file_an
         engine, instance, resources, local_zone, "acme", "b.csv", body(*GOOD)
     )
     assert not result.success
-    assert job["status"] == "FAILED"
-    assert job["error"] == (
+    assert job.status == "FAILED"
+    assert job.error == (
         "b.csv, record 100: the records from here on could not be prepared: ValueError: "
         "Length of values (1) does not match length of index (2)"
     )

@@ -67,7 +67,7 @@ def test_every_check_passes_on_the_sample_imports_and_their_review(
         assert result.success, tenant
         evaluations += result.get_asset_check_evaluations()
         jobs[tenant] = row
-    assert {t: r["status"] for t, r in jobs.items()} == {
+    assert {t: r.status for t, r in jobs.items()} == {
         "acme": "COMPLETED",
         "globex": "NEEDS_REVIEW",
         "initech": "COMPLETED",
@@ -88,11 +88,11 @@ def test_every_check_passes_on_the_sample_imports_and_their_review(
         definitions(resources)
         .resolve_job_def("reprocess_job")
         .execute_in_process(
-            partition_key=globex["job_id"], instance=instance, tags={TENANT_TAG: "globex"}
+            partition_key=globex.job_id, instance=instance, tags={TENANT_TAG: "globex"}
         )
     )
     evaluations += reprocess.get_asset_check_evaluations()
-    assert job(engine, globex["job_id"])["status"] == "COMPLETED"
+    assert job(engine, globex.job_id).status == "COMPLETED"
 
     assert {e.check_name for e in evaluations} == {c.check_key.name for c in IMPORT_CHECKS}
     assert [
@@ -123,7 +123,7 @@ def test_a_lost_staging_row_fails_the_blocking_check_and_nothing_is_loaded(
     engine, instance, resources, local_zone
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "f.csv", FLAWED)
-    job_id = row["job_id"]
+    job_id = row.job_id
     tamper(engine, "DELETE FROM staging_rows WHERE job_id = :j AND row_number = 2", job_id)
     tamper(
         engine,
@@ -138,7 +138,7 @@ def test_a_lost_staging_row_fails_the_blocking_check_and_nothing_is_loaded(
     # Blocking: nothing downstream of staging ran, the job was not loaded.
     assert result.asset_materializations_for_node("reviewed_staging") == []
     assert result.asset_materializations_for_node("contacts") == []
-    assert job(engine, job_id)["contacts_created"] == 0
+    assert job(engine, job_id).contacts_created == 0
 
 
 def test_a_blocking_check_failure_is_the_job_error_the_failure_sensor_records(
@@ -147,7 +147,7 @@ def test_a_blocking_check_failure_is_the_job_error_the_failure_sensor_records(
     """A job whose staging finished before its run stopped, then lost a row: the next run
     revalidates from staging, the blocking check stops it, and the job says why."""
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", CLEAN)
-    job_id = row["job_id"]
+    job_id = row.job_id
     tamper(engine, "DELETE FROM contacts WHERE job_id = :j", job_id)
     tamper(engine, "DELETE FROM staging_rows WHERE job_id = :j AND row_number = 3", job_id)
     tamper(
@@ -159,8 +159,8 @@ def test_a_blocking_check_failure_is_the_job_error_the_failure_sensor_records(
     assert not result.success
     run_failure_sensor(instance, result, database_url)
     failed_job = job(engine, job_id)
-    assert failed_job["status"] == "FAILED"
-    assert failed_job["error"] == (
+    assert failed_job.status == "FAILED"
+    assert failed_job.error == (
         "check staging_matches_file on staging_rows failed: "
         "2 staged of 3 records (1 missing, 0 out of range)"
     )
@@ -173,9 +173,9 @@ def test_staging_check_fails_on_rows_beyond_the_file(engine, instance, resources
         engine,
         "INSERT INTO staging_rows (job_id, row_number, row_hash, email) "
         "VALUES (:j, 4, 0, 'extra@acme.io')",
-        row["job_id"],
+        row.job_id,
     )
-    result = run_checks(instance, resources, row["job_id"], staging_matches_file)
+    result = run_checks(instance, resources, row.job_id, staging_matches_file)
     evaluation = failed(result, staging_matches_file)
     assert evaluation.metadata["extra_rows"].value == 1
     assert evaluation.metadata["total_rows"].value == 3
@@ -188,9 +188,9 @@ def test_issue_rows_linked_fails_when_an_issue_is_resolved_behind_its_rows(
     tamper(
         engine,
         "UPDATE issues SET resolved = true WHERE job_id = :j AND kind = 'invalid_email'",
-        row["job_id"],
+        row.job_id,
     )
-    result = run_checks(instance, resources, row["job_id"], issue_rows_linked, issue_count_matches)
+    result = run_checks(instance, resources, row.job_id, issue_rows_linked, issue_count_matches)
     assert failed(result, issue_rows_linked).metadata["sample"].value == [3]
     # issue_count still says 2 while one issue is open.
     mismatch = failed(result, issue_count_matches)
@@ -202,8 +202,8 @@ def test_issue_rows_linked_fails_when_an_issue_is_resolved_behind_its_rows(
 
 def test_issue_count_matches_fails_when_the_count_is_wrong(engine, instance, resources, local_zone):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "f.csv", FLAWED)
-    tamper(engine, "UPDATE import_jobs SET issue_count = 0 WHERE job_id = :j", row["job_id"])
-    result = run_checks(instance, resources, row["job_id"], issue_count_matches, issue_rows_linked)
+    tamper(engine, "UPDATE import_jobs SET issue_count = 0 WHERE job_id = :j", row.job_id)
+    result = run_checks(instance, resources, row.job_id, issue_count_matches, issue_rows_linked)
     assert failed(result, issue_count_matches).description == "issue_count 0, unresolved issues 2"
     assert check_evaluations(result)["issue_rows_linked"].passed
 
@@ -213,7 +213,7 @@ def test_unique_contacts_check_finds_a_duplicate_of_its_tenant_only(
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", CLEAN)
     _, other = import_bytes(engine, instance, resources, local_zone, "globex", "c.csv", CLEAN)
-    assert run_checks(instance, resources, other["job_id"], contacts_unique_per_tenant).success
+    assert run_checks(instance, resources, other.job_id, contacts_unique_per_tenant).success
     insert = (
         "INSERT INTO contacts (tenant_id, email, email_normalized, first_name, last_name, "
         "company) VALUES ('acme', 'Bob@acme.io', 'bob@acme.io', 'B', 'R', 'A')"
@@ -222,13 +222,13 @@ def test_unique_contacts_check_finds_a_duplicate_of_its_tenant_only(
         conn.execute(sa.text("ALTER TABLE contacts DROP CONSTRAINT uq_contacts_tenant_email"))
         conn.execute(sa.text(insert))
     try:
-        result = run_checks(instance, resources, row["job_id"], contacts_unique_per_tenant)
+        result = run_checks(instance, resources, row.job_id, contacts_unique_per_tenant)
         evaluation = failed(result, contacts_unique_per_tenant)
         assert evaluation.metadata["sample"].value == ["bob@acme.io"]
         # Non-blocking: the check fails, the run does not.
         assert result.success
         assert check_evaluations(
-            run_checks(instance, resources, other["job_id"], contacts_unique_per_tenant)
+            run_checks(instance, resources, other.job_id, contacts_unique_per_tenant)
         )["contacts_unique_per_tenant"].passed
     finally:
         with engine.begin() as conn:
@@ -246,10 +246,10 @@ def test_valid_emails_check_names_the_row_of_a_bad_contact(engine, instance, res
     tamper(
         engine,
         "UPDATE contacts SET email_normalized = 'bob at acme' WHERE job_id = :j AND source_row = 2",
-        row["job_id"],
+        row.job_id,
     )
     evaluation = failed(
-        run_checks(instance, resources, row["job_id"], contacts_emails_valid), contacts_emails_valid
+        run_checks(instance, resources, row.job_id, contacts_emails_valid), contacts_emails_valid
     )
     assert evaluation.metadata["sample"].value == [{"row": 2, "email": "bob at acme"}]
     assert evaluation.metadata["contacts_checked"].value == 3
@@ -259,9 +259,9 @@ def test_status_check_fails_when_counts_contradict_completed(
     engine, instance, resources, local_zone
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", CLEAN)
-    tamper(engine, "DELETE FROM contacts WHERE job_id = :j AND source_row = 3", row["job_id"])
+    tamper(engine, "DELETE FROM contacts WHERE job_id = :j AND source_row = 3", row.job_id)
     evaluation = failed(
-        run_checks(instance, resources, row["job_id"], job_status_agrees), job_status_agrees
+        run_checks(instance, resources, row.job_id, job_status_agrees), job_status_agrees
     )
     assert evaluation.description == (
         "contacts_created 3, rows loaded 3 and contacts of the job 2 differ"
@@ -309,7 +309,7 @@ def test_a_bulk_validation_leaves_fresh_statistics_and_the_link_check_cannot_nes
     content = csv_text(*(f"user{i}-at-acme.io,F{i},L{i},Acme" for i in range(12_000)))
     result, row = import_bytes(engine, instance, resources, local_zone, "acme", "b.csv", content)
     assert result.success
-    assert (row["status"], row["issue_count"]) == ("NEEDS_REVIEW", 12_000)
+    assert (row.status, row.issue_count) == ("NEEDS_REVIEW", 12_000)
     assert check_evaluations(result)["issue_rows_linked"].passed
     estimated = dict(
         (name, scalar(engine, "SELECT reltuples FROM pg_class WHERE relname = :n", n=name))
@@ -320,7 +320,7 @@ def test_a_bulk_validation_leaves_fresh_statistics_and_the_link_check_cannot_nes
         plan = "\n".join(
             conn.scalars(
                 sa.text(f"EXPLAIN SELECT count(*) FROM (SELECT row_number {UNLINKED_ROWS}) AS o"),
-                {"job_id": row["job_id"]},
+                {"job_id": row.job_id},
             )
         )
     assert "SetOp" in plan and "Nested Loop" not in plan, plan

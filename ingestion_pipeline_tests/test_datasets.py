@@ -151,9 +151,9 @@ def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issu
         ndjson(order("o1", "ann"), order("o2", "bob")),
         "orders",
     )
-    assert orders["status"] == "WAITING_FOR_REFERENCES"
-    assert orders["issue_count"] == 2
-    assert open_issues(engine, orders["job_id"]) == sorted(
+    assert orders.status == "WAITING_FOR_REFERENCES"
+    assert orders.issue_count == 2
+    assert open_issues(engine, orders.job_id) == sorted(
         [
             ("missing_reference", "customer_id", f"orders.customer_id {uid(n)} not in customers")
             for n in ("ann", "bob")
@@ -161,12 +161,12 @@ def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issu
     )
     # Customers arrive, but without bob: ann resolves, bob becomes a reviewer's issue.
     _, customers = load("t1", "customers.ndjson", ndjson(customer("ann")), "customers")
-    assert customers["status"] == "COMPLETED"
-    assert woken(engine, customers["job_id"]) == [orders["job_id"]]
-    run_job(instance, resources, orders["job_id"], "t1", "reprocess_job")
-    orders = job(engine, orders["job_id"])
-    assert orders["status"] == "NEEDS_REVIEW"
-    assert open_issues(engine, orders["job_id"]) == [
+    assert customers.status == "COMPLETED"
+    assert woken(engine, customers.job_id) == [orders.job_id]
+    run_job(instance, resources, orders.job_id, "t1", "reprocess_job")
+    orders = job(engine, orders.job_id)
+    assert orders.status == "NEEDS_REVIEW"
+    assert open_issues(engine, orders.job_id) == [
         ("missing_reference", "customer_id", f"orders.customer_id {uid('bob')} not in customers")
     ]
     assert scalar(engine, "SELECT count(*) FROM orders") == 0
@@ -180,8 +180,8 @@ def test_references_never_resolve_against_another_tenants_rows(engine, load):
         ndjson(order("o1", "ann")),
         "orders",
     )
-    assert other["status"] == "WAITING_FOR_REFERENCES"
-    assert [i[0] for i in open_issues(engine, other["job_id"])] == ["missing_reference"]
+    assert other.status == "WAITING_FOR_REFERENCES"
+    assert [i[0] for i in open_issues(engine, other.job_id)] == ["missing_reference"]
     # The same order for the tenant that has the customer loads at once.
     _, own = load(
         "acme",
@@ -189,7 +189,7 @@ def test_references_never_resolve_against_another_tenants_rows(engine, load):
         ndjson(order("o1", "ann")),
         "orders",
     )
-    assert own["status"] == "COMPLETED"
+    assert own.status == "COMPLETED"
     assert rows(engine, "SELECT tenant_id FROM orders") == [("acme",)]
 
 
@@ -205,8 +205,8 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(engine
         order("o8", "ann", total_amount=None),
     ]
     _, orders = load("t1", "orders.ndjson", ndjson(*bad), "orders")
-    assert orders["status"] == "NEEDS_REVIEW"
-    messages = {(k, f): m for k, f, m in open_issues(engine, orders["job_id"])}
+    assert orders.status == "NEEDS_REVIEW"
+    messages = {(k, f): m for k, f, m in open_issues(engine, orders.job_id)}
     assert messages[("invalid_value", "order_id")] == ('orders.order_id "not-a-uuid" is not a UUID')
     found = [m for (k, f), m in messages.items()]
     assert 'orders.total_amount "12,50" is not a decimal number' in found
@@ -231,14 +231,14 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(engine
         }
     ]
     _, items = load("t1", "items.ndjson", ndjson(*bad_items), "order_items")
-    kinds = {(k, f) for k, f, _ in open_issues(engine, items["job_id"])}
+    kinds = {(k, f) for k, f, _ in open_issues(engine, items.job_id)}
     assert ("invalid_value", "quantity") in kinds
     # A reference with a value of the wrong type is that issue only, not a missing reference.
     bad_products = [
         {"product_id": uid("p1"), "sku": "A", "name": "A", "price": "1", "active": "perhaps"},
     ]
     _, products = load("t1", "p.csv.ndjson", ndjson(*bad_products), "products")
-    assert [m for _, _, m in open_issues(engine, products["job_id"])] == [
+    assert [m for _, _, m in open_issues(engine, products.job_id)] == [
         'products.active "perhaps" is not a boolean (true/false, yes/no, 1/0)'
     ]
 
@@ -246,7 +246,7 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(engine
 def test_upsert_updates_exactly_the_changed_rows_and_counts_them(engine, load):
     first = [customer("ann"), customer("bob"), customer("cy", metadata={"tier": "gold"})]
     _, one = load("t1", "customers.ndjson", ndjson(*first), "customers")
-    assert (one["rows_inserted"], one["rows_updated"], one["rows_unchanged"]) == (3, 0, 0)
+    assert (one.rows_inserted, one.rows_updated, one.rows_unchanged) == (3, 0, 0)
     second = [
         customer("ann"),
         customer("bob", name="Robert"),
@@ -254,8 +254,8 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(engine, load):
         customer("dee"),
     ]
     result, two = load("t1", "customers-v2.ndjson", ndjson(*second), "customers")
-    assert two["status"] == "COMPLETED"
-    assert (two["rows_inserted"], two["rows_updated"], two["rows_unchanged"]) == (1, 1, 2)
+    assert two.status == "COMPLETED"
+    assert (two.rows_inserted, two.rows_updated, two.rows_unchanged) == (1, 1, 2)
     checks = {
         (e.asset_key.to_user_string(), e.check_name): e.passed
         for e in result.get_asset_check_evaluations()
@@ -264,10 +264,10 @@ def test_upsert_updates_exactly_the_changed_rows_and_counts_them(engine, load):
     assert all(checks.values()), checks
     loaded_by = dict(rows(engine, "SELECT email, job_id FROM customers"))
     assert loaded_by == {
-        "ann@example.com": one["job_id"],
-        "bob@example.com": two["job_id"],
-        "cy@example.com": one["job_id"],
-        "dee@example.com": two["job_id"],
+        "ann@example.com": one.job_id,
+        "bob@example.com": two.job_id,
+        "cy@example.com": one.job_id,
+        "dee@example.com": two.job_id,
     }
     assert scalar(engine, "SELECT name FROM customers WHERE email = 'bob@example.com'") == (
         "Robert"
@@ -288,10 +288,10 @@ def test_a_reviewer_fixes_a_dataset_row_and_it_loads(engine, instance, resources
 
     with engine.begin() as conn:
         record_decisions(
-            conn, job(engine, orders["job_id"]), [Decision(1, "fix", {"currency": "usd"})], "test"
+            conn, job(engine, orders.job_id), [Decision(1, "fix", {"currency": "usd"})], "test"
         )
-    run_job(instance, resources, orders["job_id"], "t1", "reprocess_job")
-    assert job(engine, orders["job_id"])["status"] == "COMPLETED"
+    run_job(instance, resources, orders.job_id, "t1", "reprocess_job")
+    assert job(engine, orders.job_id).status == "COMPLETED"
     assert scalar(engine, "SELECT currency FROM orders") == "USD"
 
 
@@ -304,7 +304,7 @@ def test_an_unregistered_problem_code_stops_validation(engine, load):
             sa.text("UPDATE staging_rows SET problems = '{bogus_kind:email}', status = 'ISSUE'")
         )
     with engine.begin() as conn, pytest.raises(UnknownIssueKindError, match="bogus_kind"):
-        validate_job(conn, contacts["job_id"], "t1", DATASETS["contacts"])
+        validate_job(conn, contacts.job_id, "t1", DATASETS["contacts"])
 
 
 def test_declarations_that_do_not_hold_together_are_refused():
@@ -356,8 +356,8 @@ def test_a_contacts_upload_named_customers_stays_contacts(engine, local_zone):
     job_id = register_upload(
         engine, local_zone, "t1", "customers.csv", b"email,first_name,last_name,company\n"
     )
-    assert job(engine, job_id)["dataset"] == "contacts"
-    assert job(engine, job_id)["source_key"] == "uploads/t1/customers.csv"
+    assert job(engine, job_id).dataset == "contacts"
+    assert job(engine, job_id).source_key == "uploads/t1/customers.csv"
 
 
 def test_a_dataset_file_waits_for_its_mapping_which_is_remembered_for_that_dataset_only(
@@ -367,9 +367,9 @@ def test_a_dataset_file_waits_for_its_mapping_which_is_remembered_for_that_datas
     body = (header + f"{uid('o1')},{uid('ann')},10.00,EUR,paid,2025-02-03T14:00:00Z,1\n").encode()
     load("t1", "c.ndjson", ndjson(customer("ann")), "customers")
     _, orders = load("t1", "bestellungen.csv", body, "orders")
-    assert orders["status"] == "NEEDS_MAPPING"
+    assert orders.status == "NEEDS_MAPPING"
     # "Status" is a declared alias of order_status; the German names are not.
-    suggestion = ColumnMapping.from_json(orders["mapping"])
+    suggestion = ColumnMapping.from_json(orders.mapping)
     assert suggestion.fields == {"order_status": ["Status"]}
     assert suggestion.unmapped == [
         "order_id",
@@ -392,15 +392,15 @@ def test_a_dataset_file_waits_for_its_mapping_which_is_remembered_for_that_datas
             "order_date": "Datum",
         },
     )
-    run_job(instance, resources, orders["job_id"], "t1")
-    assert job(engine, orders["job_id"])["status"] == "COMPLETED"
+    run_job(instance, resources, orders.job_id, "t1")
+    assert job(engine, orders.job_id).status == "COMPLETED"
     # The next orders file of that shape maps itself; an order_items file of the same header
     # (its "Qty" is an alias of quantity) is not read with the orders mapping.
     second = body.replace(uid("o1").encode(), uid("o2").encode())
     _, again = load("t1", "bestellungen-2.csv", second, "orders")
-    assert again["status"] == "COMPLETED"
-    assert again["mapping"]["source"] == "remembered"
+    assert again.status == "COMPLETED"
+    assert again.mapping["source"] == "remembered"
     _, items = load("t1", "bestellungen.csv", body, "order_items")
-    assert items["status"] == "NEEDS_MAPPING"
-    assert items["mapping"]["dataset"] == "order_items"
-    assert items["mapping"]["fields"] == {"quantity": ["Qty"]}
+    assert items.status == "NEEDS_MAPPING"
+    assert items.mapping["dataset"] == "order_items"
+    assert items.mapping["fields"] == {"quantity": ["Qty"]}

@@ -22,18 +22,18 @@ def test_each_tools_export_imports_with_no_hand_edits(
     result, job = import_bytes(
         engine, instance, resources, local_zone, "acme", export["file"], content
     )
-    assert result.success, job["error"]
-    assert (job["status"], job["total_rows"], job["contacts_created"]) == (
+    assert result.success, job.error
+    assert (job.status, job.total_rows, job.contacts_created) == (
         "COMPLETED",
         export["rows"],
         export["rows"],
     ), job
-    mapping = job["mapping"]["fields"]
+    mapping = job.mapping["fields"]
     expected = export["columns"]
     for field in ("email", "first_name", "last_name", "company"):
         if expected[field] is not None:
             assert mapping[field][0] == expected[field], (field, mapping)
-    layout = job["layout"]
+    layout = job.layout
     assert len(layout["skipped_before_header"]) == export["preamble_nonblank"]
     assert len(layout["footer"]) == export["footer_nonblank"]
     contacts = rows(

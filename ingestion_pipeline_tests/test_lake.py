@@ -58,12 +58,12 @@ def test_completed_imports_land_once_readable_by_pyiceberg_and_duckdb(
         result, row = import_bytes(
             engine, instance, resources, local_zone, tenant, "c.csv", content
         )
-        assert result.success and row["status"] == "COMPLETED"
+        assert result.success and row.status == "COMPLETED"
         [event] = [
             e for e in result.get_asset_materialization_events()
             if e.asset_key == AssetKey("contacts_lake")
         ]  # fmt: skip
-        assert event.materialization.metadata["rows_appended"].value == row["contacts_created"]
+        assert event.materialization.metadata["rows_appended"].value == row.contacts_created
     table = lake.load_table(CONTACTS_TABLE)
     data = table.scan().to_arrow()
     assert sorted(data["email"].to_pylist()) == ["ann@acme.io", "bob@acme.io", "cy@beta.io"]
@@ -84,13 +84,13 @@ def test_a_rerun_or_backfill_of_the_lake_asset_adds_nothing(
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", ACME)
     for _ in range(2):  # the whole job again, then the lake asset alone
-        assert run_job(instance, resources, row["job_id"], "acme").success
+        assert run_job(instance, resources, row.job_id, "acme").success
     lake_only = (
         definitions(resources)
         .resolve_implicit_global_asset_job_def()
         .get_subset(asset_selection={AssetKey("contacts_lake")})
     )
-    again = lake_only.execute_in_process(partition_key=row["job_id"], instance=instance)
+    again = lake_only.execute_in_process(partition_key=row.job_id, instance=instance)
     [event] = again.get_asset_materialization_events()
     assert event.materialization.metadata["already_in_lake"].value is True
     assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 2
@@ -109,15 +109,15 @@ def test_a_crash_between_data_files_and_commit_leaves_the_job_once_after_a_rerun
 
     monkeypatch.setattr(Transaction, "commit_transaction", crash)
     with pytest.raises(OSError):
-        append_job(engine, table, row["job_id"], chunk_size=1)
+        append_job(engine, table, row.job_id, chunk_size=1)
     written = list((tmp_path / "warehouse").rglob("*.parquet"))
     assert written  # data files exist, committed nowhere
     assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 0
 
     monkeypatch.setattr(Transaction, "commit_transaction", real_commit)
-    result = append_job(engine, lake.load_table(CONTACTS_TABLE), row["job_id"], chunk_size=1)
+    result = append_job(engine, lake.load_table(CONTACTS_TABLE), row.job_id, chunk_size=1)
     assert (result.rows, result.already) == (2, False)
-    assert append_job(engine, lake.load_table(CONTACTS_TABLE), row["job_id"], 1).already
+    assert append_job(engine, lake.load_table(CONTACTS_TABLE), row.job_id, 1).already
     assert lake.load_table(CONTACTS_TABLE).scan().to_arrow().num_rows == 2
 
 
@@ -129,8 +129,8 @@ def test_a_failing_lake_leaves_the_job_completed_and_its_contacts_loaded(
     assert not result.success
     failed = {e.step_key for e in result.get_step_failure_events()}
     assert failed == {"contacts_lake"}
-    assert (row["status"], row["contacts_created"], row["error"]) == ("COMPLETED", 2, None)
-    assert job(engine, row["job_id"])["status"] == "COMPLETED"
+    assert (row.status, row.contacts_created, row.error) == ("COMPLETED", 2, None)
+    assert job(engine, row.job_id).status == "COMPLETED"
 
 
 def test_without_a_lake_the_asset_is_not_in_the_graph(resources, monkeypatch):

@@ -77,7 +77,7 @@ def test_needs_mapping_then_map_through_the_cli_then_the_same_shape_maps_itself(
         ("Bob", "Ray", "Acme", {"Person": "Ray, Bob", "Notiz": None}),
         ("Mary Ann", "Day", "Acme", {"Person": "Mary Ann Day", "Notiz": "vip"}),
     ]
-    used = job(engine, waiting["job_id"])["mapping"]
+    used = job(engine, waiting["job_id"]).mapping
     assert used["methods"] == {"email": "values", "full_name": "person", "company": "person"}
 
     # The next export of the same shape, from the same tenant, maps itself.
@@ -87,7 +87,7 @@ def test_needs_mapping_then_map_through_the_cli_then_the_same_shape_maps_itself(
     code, out, _ = cli("import", str(second), "--tenant", "acme", "--json")
     again = json.loads(out)
     assert (code, again["status"], again["contacts_created"]) == (0, "COMPLETED", 3)
-    assert job(engine, again["job_id"])["mapping"]["source"] == "remembered"
+    assert job(engine, again["job_id"]).mapping["source"] == "remembered"
 
     # Another tenant's file of that shape is not mapped by acme's choice.
     code, out, _ = cli("import", str(path), "--tenant", "globex", "--json")
@@ -106,7 +106,7 @@ def test_map_refuses_unknown_fields_and_columns_and_changes_nothing(cli, tmp_pat
     assert code == 1 and "unknown field 'phone'" in err
     code, _, err = cli("map", job_id, "--tenant", "globex", "company=Arbeitgeber")
     assert code == 1 and "no import job" in err
-    assert job(engine, job_id)["status"] == "NEEDS_MAPPING"
+    assert job(engine, job_id).status == "NEEDS_MAPPING"
     assert rows(engine, "SELECT count(*) FROM column_mappings") == [(0,)]
 
 
@@ -116,11 +116,11 @@ def test_mapping_file_picked_up_by_the_sensor_continues_the_job(
     result, waiting = import_bytes(
         engine, instance, resources, local_zone, "acme", "crm.csv", UNKNOWN
     )
-    assert result.success and waiting["status"] == "NEEDS_MAPPING"
+    assert result.success and waiting.status == "NEEDS_MAPPING"
     # The run stops after raw_upload: nothing downstream is materialized.
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == set()
-    job_id = waiting["job_id"]
+    job_id = waiting.job_id
 
     bad = json.dumps({"email": "Kontakt", "company": "Employer"}).encode()
     local_zone.write(mapping_key(job_id), bad)
@@ -128,8 +128,8 @@ def test_mapping_file_picked_up_by_the_sensor_continues_the_job(
     [failed] = launch(data, "import_job", instance, resources)
     assert not failed.success
     row = job(engine, job_id)
-    assert row["status"] == "NEEDS_MAPPING"
-    assert row["error"].startswith(f"{mapping_key(job_id)}: no column 'Employer' in the header")
+    assert row.status == "NEEDS_MAPPING"
+    assert row.error.startswith(f"{mapping_key(job_id)}: no column 'Employer' in the header")
 
     good = {"email": "Kontakt", "full_name": "Person", "company": "Arbeitgeber"}
     local_zone.write(mapping_key(job_id), json.dumps(good).encode())
@@ -138,8 +138,8 @@ def test_mapping_file_picked_up_by_the_sensor_continues_the_job(
     [done] = launch(data, "import_job", instance, resources)
     assert done.success
     row = job(engine, job_id)
-    assert (row["status"], row["contacts_created"], row["error"]) == ("COMPLETED", 3, None)
-    assert row["mapping"]["source"] == "mapping file"
+    assert (row.status, row.contacts_created, row.error) == ("COMPLETED", 3, None)
+    assert row.mapping["source"] == "mapping file"
 
 
 def test_json_and_csv_missing_a_required_field_behave_alike(
@@ -151,8 +151,8 @@ def test_json_and_csv_missing_a_required_field_behave_alike(
     for name, content in (("p.ndjson", as_json), ("p.csv", as_csv)):
         result, row = import_bytes(engine, instance, resources, local_zone, "acme", name, content)
         assert result.success
-        assert row["status"] == "NEEDS_MAPPING", name
-        assert row["mapping"]["pending"] is True
+        assert row.status == "NEEDS_MAPPING", name
+        assert row.mapping["pending"] is True
 
 
 def test_a_person_may_leave_a_required_field_empty_and_rows_then_have_issues(cli, tmp_path, engine):
@@ -188,4 +188,4 @@ def test_registered_job_can_be_mapped_before_it_runs(engine, instance, resources
         {"full_name": ["Person"], "company": ["Arbeitgeber"]},
     )
     assert run_job(instance, resources, job_id, "acme").success
-    assert job(engine, job_id)["status"] == "COMPLETED"
+    assert job(engine, job_id).status == "COMPLETED"

@@ -73,17 +73,17 @@ def test_failure_sensor_marks_the_job_failed_unless_a_retry_is_pending(
     monkeypatch.setattr(staging_module, "stage_upload", broken_staging)
     result = run_job(instance, resources, job_id, "acme")
     assert not result.success
-    assert job(engine, job_id)["status"] == "PROCESSING"
+    assert job(engine, job_id).status == "PROCESSING"
 
     retrying = result.dagster_run.with_tags(
         {**result.dagster_run.tags, "dagster/will_retry": "true"}
     )
     run_failure_sensor(instance, result, database_url, retrying)
-    assert job(engine, job_id)["status"] == "PROCESSING"
+    assert job(engine, job_id).status == "PROCESSING"
     run_failure_sensor(instance, result, database_url)
     failed = job(engine, job_id)
-    assert failed["status"] == "FAILED"
-    assert failed["error"] == "staging_rows: object store unreachable"
+    assert failed.status == "FAILED"
+    assert failed.error == "staging_rows: object store unreachable"
 
 
 def test_a_transient_database_error_is_retried_and_the_import_succeeds(
@@ -106,7 +106,7 @@ def test_a_transient_database_error_is_retried_and_the_import_succeeds(
     assert len(calls) == 2
     restarts = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_RESTARTED]
     assert [e.step_key for e in restarts] == ["import_issues"]
-    assert job(engine, job_id)["status"] == "COMPLETED"
+    assert job(engine, job_id).status == "COMPLETED"
     assert contact_emails(engine, "acme") == ["a@b.io"]
 
 

@@ -103,7 +103,7 @@ def test_fix_discard_reprocess_until_completed_with_another_tenant_untouched(cli
     )
 
     beta = job(engine, other["job_id"])
-    assert (beta["status"], beta["issue_count"]) == ("NEEDS_REVIEW", 3)
+    assert (beta.status, beta.issue_count) == ("NEEDS_REVIEW", 3)
     assert contact_emails(engine, "beta") == []
     assert rows(
         engine,
@@ -141,7 +141,7 @@ def test_a_fix_that_brings_a_new_problem_reopens_or_creates_an_issue(cli, tmp_pa
     assert rows(engine, "SELECT resolved FROM issues WHERE issue_id = :i", i=invalid_id) == [
         (False,)
     ]
-    assert job(engine, job_id)["issue_count"] == 2
+    assert job(engine, job_id).issue_count == 2
 
 
 def test_existing_contact_issue_is_resolved_by_discarding(cli, tmp_path, engine):
@@ -296,7 +296,7 @@ def test_decisions_file_uploaded_to_the_landing_zone_reprocesses_the_job(
     engine, instance, resources, local_zone
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "p.csv", FILE)
-    job_id = row["job_id"]
+    job_id = row.job_id
     with local_zone.open(issues_key(job_id)) as stream:
         filled = fill_in_decisions(stream.read())
     info = local_zone.write(decisions_key(job_id), filled.encode("utf-8-sig"))
@@ -306,7 +306,7 @@ def test_decisions_file_uploaded_to_the_landing_zone_reprocesses_the_job(
         (job_id, f"{decisions_key(job_id)}:{info.etag}", "acme")
     ]
     assert results[0].success
-    assert job(engine, job_id)["status"] == "COMPLETED"
+    assert job(engine, job_id).status == "COMPLETED"
     assert contact_emails(engine, "acme") == ["ann@acme.io", "bob@acme.io", "dee@acme.io"]
     meta = results[0].asset_materializations_for_node("reviewed_staging")[0].metadata
     assert (meta["fixed"].value, meta["discarded"].value, meta["decisions_loaded"].value) == (
@@ -323,14 +323,12 @@ def test_a_bad_decisions_file_fails_the_run_and_keeps_the_job_under_review(
 ):
     _, row = import_bytes(engine, instance, resources, local_zone, "acme", "p.csv", FILE)
     local_zone.write(
-        decisions_key(row["job_id"]),
+        decisions_key(row.job_id),
         b"row,email,first_name,last_name,company,action\n99,a@b.io,A,B,C,discard\n",
     )
     _, results = review_tick(instance, resources)
     assert not results[0].success
-    after = job(engine, row["job_id"])
-    assert after["status"] == "NEEDS_REVIEW"
-    assert after["error"] == (
-        f"reviews/{row['job_id']}/decisions.csv: job {row['job_id']} has no record 99"
-    )
+    after = job(engine, row.job_id)
+    assert after.status == "NEEDS_REVIEW"
+    assert after.error == (f"reviews/{row.job_id}/decisions.csv: job {row.job_id} has no record 99")
     assert scalar(engine, "SELECT count(*) FROM review_decisions") == 0

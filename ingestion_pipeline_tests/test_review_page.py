@@ -51,8 +51,8 @@ def test_ten_thousand_rows_page_by_page_filter_and_bulk_discard(
         "dup@acme.io,D,Two,Acme",
     )
     _, flawed = import_bytes(engine, instance, api_resources, zone, "acme", "big.csv", content)
-    assert flawed["status"] == "NEEDS_REVIEW"
-    job_id = flawed["job_id"]
+    assert flawed.status == "NEEDS_REVIEW"
+    job_id = flawed.job_id
     client = signed_in(server, new_key(engine, "acme"))
 
     started = time.perf_counter()
@@ -97,31 +97,31 @@ def test_a_review_link_opens_one_job_and_nothing_else(
     _, two = import_bytes(engine, instance, api_resources, zone, "acme", "two.csv", flawed + b"z")
     with engine.begin() as conn:
         secret = service_secret(conn, "session")
-    token = review_link_token(secret, "acme", one["job_id"], hours=1)
+    token = review_link_token(secret, "acme", one.job_id, hours=1)
     client = httpx.Client(base_url=server.url, timeout=30)
-    answer = client.get(f"/review/{one['job_id']}", params={"token": token})
-    assert answer.status_code == 303 and answer.headers["location"] == f"/review/{one['job_id']}"
-    assert client.get(f"/review/{one['job_id']}").status_code == 200
-    assert client.get(f"/review/{two['job_id']}").status_code == 404
-    assert client.get(f"/v1/jobs/{two['job_id']}").status_code == 404
-    assert [j["job_id"] for j in client.get("/v1/jobs").json()["jobs"]] == [one["job_id"]]
+    answer = client.get(f"/review/{one.job_id}", params={"token": token})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/review/{one.job_id}"
+    assert client.get(f"/review/{one.job_id}").status_code == 200
+    assert client.get(f"/review/{two.job_id}").status_code == 404
+    assert client.get(f"/v1/jobs/{two.job_id}").status_code == 404
+    assert [j["job_id"] for j in client.get("/v1/jobs").json()["jobs"]] == [one.job_id]
     # A link reviews; it does not upload or change the tenant's webhook.
     upload = client.post("/v1/uploads", params={"file_name": "x.csv"}, content=flawed)
     assert upload.status_code == 404
     assert client.put("/v1/webhook", json={"url": "http://127.0.0.1:9/x"}).status_code == 404
     # The link's token opens only its own job, and expires.
     other = httpx.Client(base_url=server.url, timeout=30)
-    assert other.get(f"/review/{two['job_id']}", params={"token": token}).status_code == 401
-    expired = review_link_token(secret, "acme", one["job_id"], hours=-1)
-    assert other.get(f"/review/{one['job_id']}", params={"token": expired}).status_code == 401
+    assert other.get(f"/review/{two.job_id}", params={"token": token}).status_code == 401
+    expired = review_link_token(secret, "acme", one.job_id, hours=-1)
+    assert other.get(f"/review/{one.job_id}", params={"token": expired}).status_code == 401
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    assert other.get(f"/review/{one['job_id']}", params={"token": forged}).status_code == 401
+    assert other.get(f"/review/{one.job_id}", params={"token": forged}).status_code == 401
     # Another tenant's key sees no page.
     globex = signed_in(server, new_key(engine, "globex"))
-    assert globex.get(f"/review/{one['job_id']}").status_code == 404
+    assert globex.get(f"/review/{one.job_id}").status_code == 404
     # The link's session (a SameSite=Strict cookie) acts on its own job through the API too.
     answer = client.post(
-        f"/v1/jobs/{one['job_id']}/decisions", json={"decisions": [{"row": 1, "action": "discard"}]}
+        f"/v1/jobs/{one.job_id}/decisions", json={"decisions": [{"row": 1, "action": "discard"}]}
     )
     assert answer.status_code == 200
     assert rows(engine, "SELECT source FROM review_decisions") == [("api",)]
@@ -143,8 +143,8 @@ def test_a_whole_review_in_the_browser_with_the_keyboard(
         "cy@acme.io,Cy,,Acme",
     )
     _, flawed = import_bytes(engine, instance, api_resources, zone, "acme", "crm.csv", content)
-    job_id = flawed["job_id"]
-    assert flawed["status"] == "NEEDS_REVIEW"
+    job_id = flawed.job_id
+    assert flawed.status == "NEEDS_REVIEW"
     driver = chromium()
     try:
         driver.get(f"{server.url}/review/{job_id}")
@@ -180,7 +180,7 @@ def test_a_whole_review_in_the_browser_with_the_keyboard(
         save_screenshot(driver, "review-page-completed.png")
     finally:
         driver.quit()
-    assert job(engine, job_id)["status"] == "COMPLETED"
+    assert job(engine, job_id).status == "COMPLETED"
     assert sorted(r[0] for r in rows(engine, "SELECT email FROM contacts")) == [
         "ann@acme.io",
         "cy@acme.io",

@@ -52,9 +52,9 @@ def test_the_contacts_sheet_is_found_and_cells_read_as_a_person_sees_them(
     engine, instance, resources, local_zone
 ):
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "q.xlsx", REPORT)
-    assert result.success, job["error"]
-    assert (job["status"], job["total_rows"], job["contacts_created"]) == ("COMPLETED", 2, 2)
-    layout = job["layout"]
+    assert result.success, job.error
+    assert (job.status, job.total_rows, job.contacts_created) == ("COMPLETED", 2, 2)
+    layout = job.layout
     assert layout["sheet"] == "Contacts"
     assert layout["skipped_before_header"] == [{"line": 1, "text": "Contacts export, 2026-11-01"}]
     assert layout["footer"] == ["Total 15.5"]
@@ -77,12 +77,12 @@ def test_a_workbook_without_a_contacts_header_is_rejected_by_name(
     content = workbook(("Sheet1", [["Region", "Revenue"], ["EU", 1]]))
     result, job = import_bytes(engine, instance, resources, local_zone, "acme", "r.xlsx", content)
     assert not result.success
-    assert job["error"].startswith("r.xlsx: no email column found; the header has: Region")
+    assert job.error.startswith("r.xlsx: no email column found; the header has: Region")
     result, job = import_bytes(
         engine, instance, resources, local_zone, "acme", "z.xlsx", b"PK\x03\x04 not a zip"
     )
     assert not result.success
-    assert job["error"].startswith("z.xlsx: not a readable workbook")
+    assert job.error.startswith("z.xlsx: not a readable workbook")
 
 
 def test_100k_row_workbook_imports_within_the_memory_bound(tmp_path, database_url, engine):
@@ -125,10 +125,10 @@ def test_ods_and_legacy_xls_workbooks_import_like_xlsx(
     for name in ("c.ods", "c.xls"):
         content = (tmp_path / name).read_bytes()
         result, job = import_bytes(engine, instance, resources, local_zone, name[2:], name, content)
-        assert result.success, job["error"]
-        assert (job["status"], job["contacts_created"]) == ("COMPLETED", 2), name
+        assert result.success, job.error
+        assert (job.status, job.contacts_created) == ("COMPLETED", 2), name
         assert rows(
             engine,
             "SELECT extra->>'Zip' FROM contacts WHERE job_id = :j ORDER BY 1",
-            j=job["job_id"],
+            j=job.job_id,
         ) == [("00501",), ("01234",)]

@@ -228,8 +228,8 @@ def backfilled(dagster_dev: DagsterDev, database_url: str) -> dict:
             _, row = import_bytes(
                 engine, instance, resources, zone, tenant, "done.csv", csv_text(*body)
             )
-            assert row["status"] == "COMPLETED"
-            completed.append(row["job_id"])
+            assert row.status == "COMPLETED"
+            completed.append(row.job_id)
     failed = []
     for tenant in ("acme", "globex", "initech"):
         body = [f"retry{i}@{tenant}.io,R{i},Retry,{tenant}" for i in range(1, 31)]
@@ -267,7 +267,7 @@ def test_backfill_over_failed_and_completed_jobs(dagster_dev, backfilled):
     assert partitions == set(backfilled["keys"])
     # The FAILED jobs are imported; the COMPLETED ones are untouched: same counts, same contacts.
     for job_id in backfilled["failed"]:
-        assert (job(engine, job_id)["status"], job(engine, job_id)["contacts_created"]) == (
+        assert (job(engine, job_id).status, job(engine, job_id).contacts_created) == (
             "COMPLETED",
             30,
         )
@@ -276,7 +276,7 @@ def test_backfill_over_failed_and_completed_jobs(dagster_dev, backfilled):
     before_ids = {c[0] for c in backfilled["before"]["contacts"]}
     assert before_ids <= {c[0] for c in after["contacts"]}
     assert len(after["contacts"]) == 2 * 40 + 3 * 30
-    assert job(engine, backfilled["flawed"])["status"] == "NEEDS_REVIEW"
+    assert job(engine, backfilled["flawed"]).status == "NEEDS_REVIEW"
 
     # The same backfill again changes nothing at all.
     everything = snapshot(engine, backfilled["keys"])

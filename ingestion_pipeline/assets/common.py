@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
 from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.db.jobs import ImportJob
 from ingestion_pipeline.importer import (
     Route,
     UnknownJobError,
@@ -83,7 +84,7 @@ def import_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
     return register
 
 
-def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[dict[str, Any], Route]:
+def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[ImportJob, Route]:
     """The import job of this partition and its route; an unknown partition is bad input."""
     try:
         return load_job(engine, context.partition_key)
@@ -120,25 +121,23 @@ def failing_job(engine: Engine, job_id: str, *, unstage: bool = False) -> Iterat
         ) from exc
 
 
-def log_json(
-    context: AssetExecutionContext, job: dict[str, Any], stage: str, **fields: Any
-) -> None:
+def log_json(context: AssetExecutionContext, job: ImportJob, stage: str, **fields: Any) -> None:
     """One structured log line (a JSON object) in the run's log, shown while the step runs."""
-    record = {"job_id": job["job_id"], "tenant": job["tenant_id"], "stage": stage, **fields}
+    record = {"job_id": job.job_id, "tenant": job.tenant_id, "stage": stage, **fields}
     context.log.info(json.dumps(record, default=str, ensure_ascii=False))
 
 
-def job_metadata(job: dict[str, Any], route: Route) -> dict[str, Any]:
+def job_metadata(job: ImportJob, route: Route) -> dict[str, Any]:
     """Metadata every import asset shows: which job, which tenant, which route, and the row
     count once known (a number, so the UI plots it across materializations)."""
     metadata: dict[str, Any] = {
-        "job_id": job["job_id"],
-        "tenant": job["tenant_id"],
-        "source": job["source_key"],
+        "job_id": job.job_id,
+        "tenant": job.tenant_id,
+        "source": job.source_key,
         "route": route.value,
     }
-    if job["total_rows"] is not None:
-        metadata["total_rows"] = job["total_rows"]
+    if job.total_rows is not None:
+        metadata["total_rows"] = job.total_rows
     return metadata
 
 

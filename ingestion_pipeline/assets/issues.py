@@ -36,7 +36,7 @@ def import_issues(
     metadata = job_metadata(job, route)
     started = time.perf_counter()
     if not route.idle:
-        with failing_job(engine, job["job_id"]):
+        with failing_job(engine, job.job_id):
             result = validate(engine, job)
         log_json(
             context,
@@ -48,24 +48,24 @@ def import_issues(
             seconds=round(time.perf_counter() - started, 3),
         )
     with engine.connect() as conn:
-        job = get_job(conn, job["job_id"]) or job
-        counts = issue_counts_by_kind(conn, job["job_id"])
-        first_issues = list_issues(conn, job["job_id"], limit=PREVIEW_ISSUES + 1)
+        job = get_job(conn, job.job_id) or job
+        counts = issue_counts_by_kind(conn, job.job_id)
+        first_issues = list_issues(conn, job.job_id, limit=PREVIEW_ISSUES + 1)
     seconds = time.perf_counter() - started
     review_file = ""
-    if job["status"] == JobStatus.NEEDS_REVIEW.value:
-        with failing_job(engine, job["job_id"]):
+    if job.status is JobStatus.NEEDS_REVIEW:
+        with failing_job(engine, job.job_id):
             review_file = write_review_file(engine, landing_zone.get_zone(), job)
         log_json(context, job, "issues", event="review_file_written", location=review_file)
     return MaterializeResult(
         metadata={
             **metadata,
-            "status": job["status"],
+            "status": job.status.value,
             "review_file": review_file,
-            "issue_count": job["issue_count"],
+            "issue_count": job.issue_count,
             **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
             "seconds": round(seconds, 3),
-            "rows_per_second": round((job["total_rows"] or 0) / seconds, 1) if seconds else 0.0,
-            "preview": issues_preview(first_issues, job["issue_count"]),
+            "rows_per_second": round((job.total_rows or 0) / seconds, 1) if seconds else 0.0,
+            "preview": issues_preview(first_issues, job.issue_count),
         }
     )

@@ -27,8 +27,8 @@ def contacts_lake(
 
     engine = database.get_engine()
     job, route = job_for(context, engine)
-    if job["status"] != JobStatus.COMPLETED.value:
-        log_json(context, job, "contacts_lake", event="skipped", status=job["status"])
+    if job.status is not JobStatus.COMPLETED:
+        log_json(context, job, "contacts_lake", event="skipped", status=job.status.value)
         return
     settings = load_settings()
     started = time.perf_counter()
@@ -42,7 +42,7 @@ def contacts_lake(
         s3_region=settings.aws_region,
     )
     table = contacts_table(lake)
-    result = append_job(engine, table, job["job_id"], settings.chunk_size)
+    result = append_job(engine, table, job.job_id, settings.chunk_size)
     seconds = time.perf_counter() - started
     log_json(
         context,

@@ -70,27 +70,27 @@ def raw_upload(
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)
-    metadata["etag"] = job["source_etag"]
+    metadata["etag"] = job.source_etag
     if not route.inspects_upload:
         log_json(context, job, "raw_upload", event="skipped", route=route.value)
-        yield MaterializeResult(metadata={**metadata, "status": job["status"]})
+        yield MaterializeResult(metadata={**metadata, "status": job.status.value})
         return
 
     zone = landing_zone.get_zone()
-    with failing_job(engine, job["job_id"], unstage=True):
-        info = zone.stat(job["source_key"])
+    with failing_job(engine, job.job_id, unstage=True):
+        info = zone.stat(job.source_key)
         try:
             decision = decide_mapping(engine, zone, job)
         except MappingFileError as exc:
             # The file is fine; the person's mapping is not: the job keeps waiting.
             with engine.begin() as conn:
-                update_job(conn, job["job_id"], error=str(exc))
+                update_job(conn, job.job_id, error=str(exc))
             raise Failure(
                 description=str(exc),
-                metadata={"job_id": job["job_id"], "mapping_file": mapping_key(job["job_id"])},
+                metadata={"job_id": job.job_id, "mapping_file": mapping_key(job.job_id)},
                 allow_retries=False,
             ) from exc
-        record_mapping(engine, job["job_id"], decision)
+        record_mapping(engine, job.job_id, decision)
     fmt = decision.file_format
     details = mapping_metadata(decision)
     if decision.needs_person:
@@ -112,14 +112,14 @@ def raw_upload(
                     "status": JobStatus.NEEDS_MAPPING.value,
                     "samples": MetadataValue.json(decision.layout["samples"]),
                     "next_step": (
-                        f"ingestion-pipeline map {job['job_id']} FIELD=COLUMN ..., or upload "
-                        f"{mapping_key(job['job_id'])}"
+                        f"ingestion-pipeline map {job.job_id} FIELD=COLUMN ..., or upload "
+                        f"{mapping_key(job.job_id)}"
                     ),
                 },
             )
         )
         return
-    mark_processing(engine, job["job_id"])
+    mark_processing(engine, job.job_id)
     log_json(
         context,
         job,
@@ -135,7 +135,7 @@ def raw_upload(
         metadata={
             **metadata,
             **details,
-            "location": zone.describe(job["source_key"]),
+            "location": zone.describe(job.source_key),
             "size_bytes": info.size if info else 0,
             "encoding": fmt.encoding,
             "delimiter": fmt.delimiter_name,

@@ -33,18 +33,18 @@ def reviewed_staging(
     metadata = job_metadata(job, route)
     if route.idle:
         return MaterializeResult(metadata={**metadata, "fixed": 0, "discarded": 0})
-    if job["status"] == JobStatus.NEEDS_REVIEW.value:
-        mark_processing(engine, job["job_id"])
-    with failing_job(engine, job["job_id"]):
+    if job.status is JobStatus.NEEDS_REVIEW:
+        mark_processing(engine, job.job_id)
+    with failing_job(engine, job.job_id):
         try:
             outcome = apply_review(engine, landing_zone.get_zone(), job)
         except DecisionFileError as exc:
             # The job is fine; the reviewer's file is not, so the job stays under review.
             with engine.begin() as conn:
-                update_job(conn, job["job_id"], status=JobStatus.NEEDS_REVIEW, error=str(exc))
+                update_job(conn, job.job_id, status=JobStatus.NEEDS_REVIEW, error=str(exc))
             raise Failure(
                 description=str(exc),
-                metadata={"job_id": job["job_id"], "decisions_file": decisions_key(job["job_id"])},
+                metadata={"job_id": job.job_id, "decisions_file": decisions_key(job.job_id)},
                 allow_retries=False,
             ) from exc
     if outcome.decisions_file:

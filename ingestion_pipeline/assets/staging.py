@@ -31,7 +31,7 @@ def staging_rows(
     metadata = job_metadata(job, route)
     if not route.reads_upload:
         log_json(context, job, "staging_rows", event="skipped", route=route.value)
-        return MaterializeResult(metadata={**metadata, "total_rows": job["total_rows"] or 0})
+        return MaterializeResult(metadata={**metadata, "total_rows": job.total_rows or 0})
 
     def progress(p: StageProgress) -> None:
         log_json(
@@ -45,8 +45,8 @@ def staging_rows(
             seconds=round(p.seconds, 2),
         )
 
-    with failing_job(engine, job["job_id"], unstage=True):
-        mark_processing(engine, job["job_id"])
+    with failing_job(engine, job.job_id, unstage=True):
+        mark_processing(engine, job.job_id)
         result = stage_upload(
             engine, landing_zone.get_zone(), job, load_settings().chunk_size, progress
         )

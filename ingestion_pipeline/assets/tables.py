@@ -46,14 +46,14 @@ def table_asset(dataset: Dataset, parents: list) -> object:
     ) -> Iterator[MaterializeResult]:
         engine = database.get_engine()
         job, route = job_for(context, engine)
-        if job["dataset"] != dataset.name:
+        if job.dataset != dataset.name:
             return
         stage = dataset.table
         if route is Route.AWAIT_MAPPING:
-            log_json(context, job, stage, event="needs_mapping", status=job["status"])
+            log_json(context, job, stage, event="needs_mapping", status=job.status.value)
             return
         started = time.perf_counter()
-        with failing_job(engine, job["job_id"]):
+        with failing_job(engine, job.job_id):
             result = consolidate(engine, job)
         if result.status is not JobStatus.COMPLETED:
             log_json(context, job, stage, event="not_loaded", status=result.status.value)

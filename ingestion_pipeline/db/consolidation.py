@@ -107,13 +107,13 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
     job = get_job(conn, job_id, for_update=True)
     if job is None:
         raise LookupError(f"unknown import job {job_id!r}")
-    if job["status"] == JobStatus.COMPLETED.value:
-        done = job["contacts_created"] if job["dataset"] == "contacts" else job["rows_inserted"]
+    if job.status is JobStatus.COMPLETED:
+        done = job.contacts_created if job.dataset == "contacts" else job.rows_inserted
         return ConsolidationResult(JobStatus.COMPLETED, done, True)
-    if job["issue_count"]:
-        return ConsolidationResult(JobStatus(job["status"]), 0)
-    dataset = DATASETS[job["dataset"]]
-    tenant_id = job["tenant_id"]
+    if job.issue_count:
+        return ConsolidationResult(job.status, 0)
+    dataset = DATASETS[job.dataset]
+    tenant_id = job.tenant_id
     waiting_children = dependents(dataset.name)
     if waiting_children:
         reference_lock(conn, tenant_id)

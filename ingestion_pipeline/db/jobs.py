@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import Dataset, dataset_named
 from ingestion_pipeline.db.tables import import_jobs, issues, staging_rows
 
 
@@ -25,6 +27,45 @@ class NewJob:
     source_etag: str
     file_name: str
     dataset: str = "contacts"
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """One import job as stored: an uploaded object version and where it stands."""
+
+    job_id: str
+    tenant_id: str
+    source_key: str
+    source_etag: str
+    file_name: str
+    dataset: str
+    status: JobStatus
+    total_rows: int | None
+    processed_rows: int
+    issue_count: int
+    contacts_created: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    encoding: str | None
+    delimiter: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    mapping: dict[str, Any] | None
+    layout: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ImportJob:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        return cls(**{**values, "status": JobStatus(values["status"])})
+
+    @property
+    def declaration(self) -> Dataset:
+        """The declared dataset the job imports."""
+        return dataset_named(self.dataset)
 
 
 def register_jobs(conn: Connection, jobs: Iterable[NewJob]) -> int:
@@ -46,13 +87,13 @@ def unstarted_jobs(conn: Connection, job_ids: list[str]) -> set[str]:
     return set(conn.scalars(query))
 
 
-def get_job(conn: Connection, job_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
-    """The job's row as a dict, or None."""
+def get_job(conn: Connection, job_id: str, *, for_update: bool = False) -> ImportJob | None:
+    """The job, or None."""
     query = sa.select(import_jobs).where(import_jobs.c.job_id == job_id)
     if for_update:
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
-    return dict(row) if row else None
+    return ImportJob.from_row(row) if row else None
 
 
 def update_job(conn: Connection, job_id: str, **values: Any) -> None:
@@ -129,26 +170,26 @@ def issue_counts_of_jobs(conn: Connection, job_ids: list[str]) -> dict[str, dict
     return counts
 
 
-def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
+def job_summary(job: ImportJob) -> dict[str, Any]:
     """The public summary of a job (its issues are streamed separately: see iter_issues)."""
     return {
-        "job_id": job["job_id"],
-        "tenant": job["tenant_id"],
-        "dataset": job["dataset"],
-        "status": job["status"],
-        "file": job["source_key"],
-        "total_rows": job["total_rows"] or 0,
-        "processed_rows": job["processed_rows"],
-        "issue_count": job["issue_count"],
-        "contacts_created": job["contacts_created"],
-        "rows_inserted": job["rows_inserted"],
-        "rows_updated": job["rows_updated"],
-        "rows_unchanged": job["rows_unchanged"],
-        "encoding": job["encoding"],
-        "delimiter": job["delimiter"],
-        "error": job["error"],
-        "mapping": job.get("mapping"),
-        "layout": job.get("layout"),
+        "job_id": job.job_id,
+        "tenant": job.tenant_id,
+        "dataset": job.dataset,
+        "status": job.status.value,
+        "file": job.source_key,
+        "total_rows": job.total_rows or 0,
+        "processed_rows": job.processed_rows,
+        "issue_count": job.issue_count,
+        "contacts_created": job.contacts_created,
+        "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
+        "encoding": job.encoding,
+        "delimiter": job.delimiter,
+        "error": job.error,
+        "mapping": job.mapping,
+        "layout": job.layout,
     }
 
 
@@ -159,7 +200,7 @@ def list_jobs(
     status: str | None = None,
     limit: int | None = None,
     offset: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[ImportJob]:
     """Jobs, newest first, optionally of one tenant and one status, optionally one page."""
     query = (
         sa.select(import_jobs)
@@ -171,7 +212,7 @@ def list_jobs(
         query = query.where(import_jobs.c.tenant_id == tenant_id)
     if status is not None:
         query = query.where(import_jobs.c.status == status)
-    return [dict(row) for row in conn.execute(query).mappings()]
+    return [ImportJob.from_row(row) for row in conn.execute(query).mappings()]
 
 
 @contextmanager

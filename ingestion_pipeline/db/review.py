@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.db.jobs import ImportJob
 from ingestion_pipeline.db.staging import data_json
 from ingestion_pipeline.db.tables import review_decisions, review_files
 from ingestion_pipeline.db.validation import staged_value
@@ -50,14 +51,11 @@ def rows_for_review(conn: Connection, job_id: str, dataset: Dataset = CONTACTS) 
 
 
 def record_decisions(
-    conn: Connection, job: dict, decisions: Sequence[Decision], source: str
+    conn: Connection, job: ImportJob, decisions: Sequence[Decision], source: str
 ) -> int:
     """Store decisions for later application; refuses rows that are not in the job."""
-    if job["status"] == JobStatus.COMPLETED.value:
-        raise ReviewError(
-            f"job {job['job_id']} is already COMPLETED; its {job.get('dataset', 'contacts')} "
-            "are loaded"
-        )
+    if job.status is JobStatus.COMPLETED:
+        raise ReviewError(f"job {job.job_id} is already COMPLETED; its {job.dataset} are loaded")
     if not decisions:
         return 0
     wanted = sorted({d.row_number for d in decisions})
@@ -67,18 +65,18 @@ def record_decisions(
                 "SELECT row_number FROM staging_rows "
                 "WHERE job_id = :job_id AND row_number = ANY(:rows)"
             ),
-            {"job_id": job["job_id"], "rows": wanted},
+            {"job_id": job.job_id, "rows": wanted},
         )
     )
     missing = [n for n in wanted if n not in found]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        raise ReviewError(f"job {job['job_id']} has no record {shown}")
+        raise ReviewError(f"job {job.job_id} has no record {shown}")
     conn.execute(
         insert(review_decisions),
         [
             {
-                "job_id": job["job_id"],
+                "job_id": job.job_id,
                 "row_number": d.row_number,
                 "action": d.action,
                 "changes": {k: normalize_text(v) for k, v in d.changes.items()},

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
-from ingestion_pipeline.db.jobs import NewJob
+from ingestion_pipeline.db.jobs import ImportJob, NewJob
 from ingestion_pipeline.db.tables import (
     admissions,
     api_keys,
@@ -476,7 +476,7 @@ def list_deliveries(
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def job_of_tenant(conn: Connection, tenant_id: str, job_id: str) -> dict[str, Any] | None:
+def job_of_tenant(conn: Connection, tenant_id: str, job_id: str) -> ImportJob | None:
     """The job if it belongs to the tenant; None otherwise (the caller answers 404 alike)."""
     row = (
         conn.execute(
@@ -487,7 +487,7 @@ def job_of_tenant(conn: Connection, tenant_id: str, job_id: str) -> dict[str, An
         .mappings()
         .first()
     )
-    return dict(row) if row else None
+    return ImportJob.from_row(row) if row else None
 
 
 def job_for_source(conn: Connection, tenant_id: str, key: str, etag: str) -> str | None:

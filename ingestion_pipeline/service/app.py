@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, JobStatus
-from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
-from ingestion_pipeline.db.jobs import issue_counts_of_jobs, job_summary, list_jobs
+from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, TAKES_DECISIONS, JobStatus
+from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
+from ingestion_pipeline.db.jobs import ImportJob, issue_counts_of_jobs, job_summary, list_jobs
 from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
 from ingestion_pipeline.db.service import (
     authenticate,
@@ -69,11 +69,6 @@ FILE_NAME = (
     r"^[^/\\.\x00][^/\\\x00]{0,200}("
     + "|".join(r"\." + "".join(f"[{c}{c.upper()}]" for c in e[1:]) for e in SUPPORTED_EXTENSIONS)
     + r")(\.gz)?$"
-)
-EDITABLE = (
-    JobStatus.NEEDS_REVIEW.value,
-    JobStatus.PROCESSING.value,
-    JobStatus.WAITING_FOR_REFERENCES.value,
 )
 
 
@@ -291,15 +286,15 @@ def _iso(value: Any) -> str | None:
 def job_views(service: Service, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The public view of each job, their issue counts read in one statement."""
     with service.engine.connect() as conn:
-        counts = issue_counts_of_jobs(conn, [job["job_id"] for job in jobs])
-    return [_job_view(job, counts[job["job_id"]]) for job in jobs]
+        counts = issue_counts_of_jobs(conn, [job.job_id for job in jobs])
+    return [_job_view(job, counts[job.job_id]) for job in jobs]
 
 
-def job_view(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+def job_view(service: Service, job: ImportJob) -> dict[str, Any]:
     return job_views(service, [job])[0]
 
 
-def _job_view(job: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+def _job_view(job: ImportJob, counts: dict[str, int]) -> dict[str, Any]:
     summary = job_summary(job)
     return {
         **{k: summary[k] for k in ("job_id", "tenant", "dataset", "status", "file", "total_rows")},
@@ -312,14 +307,14 @@ def _job_view(job: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
         "rows_unchanged": summary["rows_unchanged"],
         "error": summary["error"],
         "mapping": summary["mapping"],
-        "created_at": _iso(job["created_at"]),
-        "updated_at": _iso(job["updated_at"]),
-        "url": f"/v1/jobs/{job['job_id']}",
-        "review_url": f"/review/{job['job_id']}",
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "url": f"/v1/jobs/{job.job_id}",
+        "review_url": f"/review/{job.job_id}",
     }
 
 
-def tenant_job(service: Service, who: Principal, job_id: str) -> dict[str, Any]:
+def tenant_job(service: Service, who: Principal, job_id: str) -> ImportJob:
     """The caller's job; 404 for any other (another tenant's job is not confirmed to exist)."""
     job = None
     if who.may_see(job_id):
@@ -407,10 +402,10 @@ def _session_view(session: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run(service: Service, who: Principal, job: dict[str, Any], job_name: str, source: str):
+def _run(service: Service, who: Principal, job: ImportJob, job_name: str, source: str):
     with service.engine.begin() as conn:
-        request_id = request_run(conn, who.tenant_id, job["job_id"], job_name, source)
-    return {"job_id": job["job_id"], "request_id": request_id, "job_name": job_name}
+        request_id = request_run(conn, who.tenant_id, job.job_id, job_name, source)
+    return {"job_id": job.job_id, "request_id": request_id, "job_name": job_name}
 
 
 # --- The app -------------------------------------------------------------------------------
@@ -655,7 +650,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
                 limit=limit + 1,
                 offset=offset,
             )
-        jobs = [j for j in jobs if who.may_see(j["job_id"])]
+        jobs = [j for j in jobs if who.may_see(j.job_id)]
         more = len(jobs) > limit
         return {
             "jobs": job_views(service, jobs[:limit]),
@@ -709,7 +704,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         fields (`null` or "" empties one); the latest decision on a row wins."""
         service = _service(request)
         job = tenant_job(service, who, job_id)
-        fields = dataset_named(job["dataset"]).field_names
+        fields = job.declaration.field_names
         decisions = [_decision(d, fields) for d in body.decisions]
         return {"job_id": job_id, "recorded": record_job_decisions(service, job, decisions, "api")}
 
@@ -730,9 +725,11 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
 
         service = _service(request)
         job = tenant_job(service, who, job_id)
-        if job["status"] not in (JobStatus.NEEDS_MAPPING.value, JobStatus.PENDING.value):
-            raise ConflictError(f"job {job_id} is {job['status']}; it does not wait for a mapping")
-        fields = mappable_fields(dataset_named(job["dataset"]))
+        if job.status not in (JobStatus.NEEDS_MAPPING, JobStatus.PENDING):
+            raise ConflictError(
+                f"job {job_id} is {job.status.value}; it does not wait for a mapping"
+            )
+        fields = mappable_fields(job.declaration)
         unknown = sorted(set(body.fields) - set(fields))
         if unknown:
             raise InvalidRequestError(
@@ -868,12 +865,12 @@ def _decision(item: DecisionIn, fields: tuple[str, ...]) -> Decision:
 
 
 def record_job_decisions(
-    service: Service, job: dict[str, Any], decisions: list[Decision], source: str
+    service: Service, job: ImportJob, decisions: list[Decision], source: str
 ) -> int:
     """Store decisions on a job under review; 409 in any other state, 422 for unknown rows."""
-    if job["status"] not in EDITABLE:
+    if job.status not in TAKES_DECISIONS:
         raise ConflictError(
-            f"job {job['job_id']} is {job['status']}; only jobs under review take decisions"
+            f"job {job.job_id} is {job.status.value}; only jobs under review take decisions"
         )
     try:
         with service.engine.begin() as conn:
@@ -883,15 +880,16 @@ def record_job_decisions(
 
 
 def request_reprocess(
-    service: Service, who: Principal, job: dict[str, Any], source: str
+    service: Service, who: Principal, job: ImportJob, source: str
 ) -> dict[str, Any]:
     """Ask for a reprocess run (a retry for a FAILED job); 409 when there is nothing to run."""
-    status = job["status"]
-    if status == JobStatus.NEEDS_REVIEW.value:
+    if job.status is JobStatus.NEEDS_REVIEW:
         return _run(service, who, job, "reprocess_job", source)
-    if status == JobStatus.FAILED.value:
+    if job.status is JobStatus.FAILED:
         return _run(service, who, job, "import_job", source)
-    raise ConflictError(f"job {job['job_id']} is {status}; only NEEDS_REVIEW or FAILED jobs rerun")
+    raise ConflictError(
+        f"job {job.job_id} is {job.status.value}; only NEEDS_REVIEW or FAILED jobs rerun"
+    )
 
 
 SWEEP_EVERY_SECONDS = 600

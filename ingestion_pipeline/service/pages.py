@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.datasets import dataset_named
 from ingestion_pipeline.db.jobs import issue_counts_by_kind
 from ingestion_pipeline.db.review import discard_kind, review_page
 from ingestion_pipeline.db.service import authenticate, run_requested_since
@@ -23,7 +22,7 @@ from ingestion_pipeline.service.signing import InvalidSignatureError, make_token
 PAGE_SIZE = 50
 SESSION_HOURS = 8
 MAX_FORM_BYTES = 1024 * 1024
-RUNNING = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
+RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -146,12 +145,12 @@ def add_pages(app: FastAPI) -> None:
             return _render("missing.html", 404, job_id=job_id)
         with service.engine.connect() as conn:
             counts = issue_counts_by_kind(conn, job_id)
-            dataset = dataset_named(job["dataset"])
+            dataset = job.declaration
             fields = dataset.field_names
             rows = review_page(
                 conn, job_id, after=after, limit=PAGE_SIZE + 1, kind=kind or None, dataset=dataset
             )
-            waiting = run_requested_since(conn, job_id, job["updated_at"])
+            waiting = run_requested_since(conn, job_id, job.updated_at)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         for row in rows:
@@ -168,9 +167,9 @@ def add_pages(app: FastAPI) -> None:
             kind=kind or "",
             after=after,
             next_after=rows[-1]["row_number"] if more and rows else None,
-            running=job["status"] in RUNNING,
+            running=job.status in RUNNING,
             waiting=waiting,
-            editable=job["status"] == JobStatus.NEEDS_REVIEW.value,
+            editable=job.status is JobStatus.NEEDS_REVIEW,
             saved=saved,
             csrf=_csrf(service.secret, cookie),
         )
@@ -204,7 +203,7 @@ def add_pages(app: FastAPI) -> None:
         if refused is not None:
             return refused
         decisions = []
-        fields = dataset_named(job["dataset"]).field_names
+        fields = job.declaration.field_names
         for raw in form.get("rows", "").split(","):
             if not raw.isdigit():
                 continue
@@ -237,8 +236,8 @@ def add_pages(app: FastAPI) -> None:
         if refused is not None:
             return refused
         kind = form.get("discard_kind", "")
-        if job["status"] != JobStatus.NEEDS_REVIEW.value:
-            return back(job_id, form, f"Not saved: job is {job['status']}")
+        if job.status is not JobStatus.NEEDS_REVIEW:
+            return back(job_id, form, f"Not saved: job is {job.status.value}")
         with service_of(request).engine.begin() as conn:
             count = discard_kind(conn, job_id, kind, "page")
         return back(job_id, form, f"{count} row(s) with {kind} will be discarded")
