@@ -31,7 +31,7 @@ from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.assets.common import STEP_FUNCTIONS
 from ingestion_pipeline.checks import CHECK_FUNCTIONS
 from ingestion_pipeline.datasets import DATASETS
-from ingestion_pipeline.db.jobs import get_job
+from ingestion_pipeline.db.import_jobs import get_job
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 

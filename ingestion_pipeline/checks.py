@@ -31,7 +31,7 @@ from ingestion_pipeline.assets import (
 )
 from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
-from ingestion_pipeline.db.jobs import ImportJob, get_job
+from ingestion_pipeline.db.import_jobs import ImportJob, get_job
 from ingestion_pipeline.emails import is_valid_email
 from ingestion_pipeline.importer import inspect_upload, job_lock, load_job
 from ingestion_pipeline.landing import ObjectChangedError

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingestion_pipeline.constants import CANONICAL_FIELDS, TAKES_DECISIONS, TENANT_TAG, JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER, dataset_named
-from ingestion_pipeline.db.jobs import (
+from ingestion_pipeline.db.import_jobs import (
     ImportJob,
     NewJob,
     get_job,
@@ -97,11 +97,11 @@ def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
     import_failure_sensor does for runs the daemon launched, and that error is returned; a job
     the run itself failed (a rejected file) or sent back to review speaks through its status.
     """
+    from ingestion_pipeline.asset_jobs import dataset_job_name
     from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
     from ingestion_pipeline.definitions import build_definitions
     from ingestion_pipeline.importer import mark_failed
     from ingestion_pipeline.instance import get_instance
-    from ingestion_pipeline.jobs import dataset_job_name
     from ingestion_pipeline.resources import build_resources
     from ingestion_pipeline.sensors import first_step_error
 
@@ -353,7 +353,7 @@ def _editable_job(job_id: str, tenant: str | None) -> ImportJob:
 
 
 def _record(job: ImportJob, decisions: list, source: str) -> int:
-    from ingestion_pipeline.db.review import ReviewError, record_decisions
+    from ingestion_pipeline.db.decisions import ReviewError, record_decisions
 
     try:
         with _engine().begin() as conn:
@@ -429,7 +429,7 @@ def _cmd_issues(args: argparse.Namespace) -> int:
 
 
 def _cmd_fix(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.review import Decision
+    from ingestion_pipeline.review_files import Decision
 
     job = _editable_job(args.job, args.tenant)
     changes: dict[str, str | None] = {}
@@ -453,7 +453,7 @@ def _cmd_fix(args: argparse.Namespace) -> int:
 
 
 def _cmd_discard(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.review import Decision
+    from ingestion_pipeline.review_files import Decision
 
     job = _editable_job(args.job, args.tenant)
     rows = [_row_number(r) for r in args.rows]
@@ -466,8 +466,8 @@ def _cmd_discard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.db.review import rows_for_review
-    from ingestion_pipeline.review import write_issues_csv
+    from ingestion_pipeline.db.decisions import rows_for_review
+    from ingestion_pipeline.review_files import write_issues_csv
 
     with _engine().connect() as conn:
         job = _job(conn, args.job, args.tenant)
@@ -482,7 +482,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.review import DecisionFileError, parse_decisions
+    from ingestion_pipeline.review_files import DecisionFileError, parse_decisions
 
     job = _editable_job(args.job, args.tenant)
     path = Path(args.file)

@@ -4,10 +4,10 @@ from collections.abc import Mapping
 
 from dagster import Definitions, in_process_executor
 
+from ingestion_pipeline.asset_jobs import ALL_JOBS
 from ingestion_pipeline.assets import import_assets
 from ingestion_pipeline.batch import import_batch_job
 from ingestion_pipeline.checks import IMPORT_CHECKS
-from ingestion_pipeline.jobs import ALL_JOBS
 from ingestion_pipeline.resources import build_resources
 from ingestion_pipeline.sensors import (
     import_failure_sensor,

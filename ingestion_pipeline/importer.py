@@ -23,7 +23,15 @@ from ingestion_pipeline.db.consolidation import (
     ConsolidationResult,
     consolidate_job,
 )
-from ingestion_pipeline.db.jobs import (
+from ingestion_pipeline.db.decisions import (
+    ReviewError,
+    apply_decisions,
+    claim_review_file,
+    record_decisions,
+    review_file_seen,
+    rows_for_review,
+)
+from ingestion_pipeline.db.import_jobs import (
     ImportJob,
     get_job,
     hold_job_lock,
@@ -34,14 +42,6 @@ from ingestion_pipeline.db.jobs import (
     update_job,
 )
 from ingestion_pipeline.db.mappings import remember_mapping, remembered_mapping
-from ingestion_pipeline.db.review import (
-    ReviewError,
-    apply_decisions,
-    claim_review_file,
-    record_decisions,
-    review_file_seen,
-    rows_for_review,
-)
 from ingestion_pipeline.db.staging import analyze_staging, copy_chunk, prepare_chunk
 from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, ValidationResult, validate_job
 from ingestion_pipeline.landing import LandingZone
@@ -54,7 +54,7 @@ from ingestion_pipeline.reading.mapping import (
     header_signature,
     person_mapping,
 )
-from ingestion_pipeline.review import (
+from ingestion_pipeline.review_files import (
     DecisionFileError,
     MappingFileError,
     decisions_key,

@@ -23,18 +23,18 @@ from dagster import (
     sensor,
 )
 
-from ingestion_pipeline.batch import BATCH_OP, batch_job_ids, import_batch_job
-from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
-from ingestion_pipeline.db.jobs import NewJob, get_job, register_jobs, unstarted_jobs
-from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
-from ingestion_pipeline.importer import mark_failed
-from ingestion_pipeline.jobs import (
+from ingestion_pipeline.asset_jobs import (
     ALL_JOBS,
     IMPORT_JOBS,
     dataset_job_name,
     import_job,
     reprocess_job,
 )
+from ingestion_pipeline.batch import BATCH_OP, batch_job_ids, import_batch_job
+from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
+from ingestion_pipeline.db.import_jobs import NewJob, get_job, register_jobs, unstarted_jobs
+from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
+from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import (
     InvalidKeyError,
     LandingZone,
@@ -44,7 +44,7 @@ from ingestion_pipeline.landing import (
 )
 from ingestion_pipeline.partitions import import_jobs_partitions_def
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-from ingestion_pipeline.review import MAPPING_FILE, parse_review_key
+from ingestion_pipeline.review_files import MAPPING_FILE, parse_review_key
 from ingestion_pipeline.settings import load_settings
 
 # Dagster 1.13 builds a sensor with several target jobs through a beta parameter (`owners`) and

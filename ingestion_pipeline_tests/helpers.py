@@ -27,11 +27,11 @@ from dagster import (
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from sqlalchemy.engine import Engine
 
+from ingestion_pipeline.asset_jobs import dataset_job_name
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, TENANT_TAG
-from ingestion_pipeline.db.jobs import ImportJob, NewJob, get_job, register_jobs
+from ingestion_pipeline.db.import_jobs import ImportJob, NewJob, get_job, register_jobs
 from ingestion_pipeline.db.service import create_api_key
 from ingestion_pipeline.definitions import build_definitions
-from ingestion_pipeline.jobs import dataset_job_name
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
 from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.sensors import import_failure_sensor, request_sensor, upload_sensor

@@ -20,8 +20,8 @@ from ingestion_pipeline.checks import (
 )
 from ingestion_pipeline.constants import TENANT_TAG
 from ingestion_pipeline.db.checks import UNLINKED_ROWS, status_disagreements
-from ingestion_pipeline.db.review import record_decisions
-from ingestion_pipeline.review import Decision
+from ingestion_pipeline.db.decisions import record_decisions
+from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline_tests.helpers import (
     check_evaluations,
     csv_text,

@@ -283,8 +283,8 @@ def test_a_reviewer_fixes_a_dataset_row_and_it_loads(engine, instance, resources
         "orders",
     )
     load("t1", "c.ndjson", ndjson(customer("ann")), "customers")
-    from ingestion_pipeline.db.review import record_decisions
-    from ingestion_pipeline.review import Decision
+    from ingestion_pipeline.db.decisions import record_decisions
+    from ingestion_pipeline.review_files import Decision
 
     with engine.begin() as conn:
         record_decisions(

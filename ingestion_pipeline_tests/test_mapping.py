@@ -7,7 +7,7 @@ import json
 import unicodedata
 
 from ingestion_pipeline.reading.mapping import split_full_name, suggest_mapping
-from ingestion_pipeline.review import mapping_key
+from ingestion_pipeline.review_files import mapping_key
 from ingestion_pipeline.sensors import review_sensor
 from ingestion_pipeline_tests.helpers import (
     import_bytes,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ingestion_pipeline.review import (
+from ingestion_pipeline.review_files import (
     DecisionFileError,
     decisions_key,
     issues_key,

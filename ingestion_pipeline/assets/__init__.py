@@ -3,7 +3,7 @@ dataset's table (contacts, customers, products, orders, order_items)."""
 
 from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.assets.raw_upload import raw_upload
-from ingestion_pipeline.assets.review import reviewed_staging
+from ingestion_pipeline.assets.reviewed_staging import reviewed_staging
 from ingestion_pipeline.assets.staging import staging_rows
 from ingestion_pipeline.assets.tables import TABLE_ASSETS, contacts
 

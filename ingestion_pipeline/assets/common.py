@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
 from ingestion_pipeline.constants import ASSET_GROUP
-from ingestion_pipeline.db.jobs import ImportJob
+from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.importer import (
     Route,
     UnknownJobError,

@@ -13,9 +13,9 @@ from ingestion_pipeline.assets.common import (
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.assets.review import reviewed_staging
+from ingestion_pipeline.assets.reviewed_staging import reviewed_staging
 from ingestion_pipeline.constants import IssueKind, JobStatus
-from ingestion_pipeline.db.jobs import get_job, issue_counts_by_kind, list_issues
+from ingestion_pipeline.db.import_jobs import get_job, issue_counts_by_kind, list_issues
 from ingestion_pipeline.importer import validate, write_review_file
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 

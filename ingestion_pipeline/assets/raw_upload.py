@@ -18,7 +18,7 @@ from ingestion_pipeline.assets.common import (
     log_json,
 )
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.jobs import update_job
+from ingestion_pipeline.db.import_jobs import update_job
 from ingestion_pipeline.importer import (
     MappingDecision,
     decide_mapping,
@@ -26,7 +26,7 @@ from ingestion_pipeline.importer import (
     record_mapping,
 )
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-from ingestion_pipeline.review import MappingFileError, mapping_key
+from ingestion_pipeline.review_files import MappingFileError, mapping_key
 
 
 def mapping_metadata(decision: MappingDecision) -> dict:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import DATASETS, Dataset, MergePolicy, dependents
-from ingestion_pipeline.db.jobs import get_job, update_job
+from ingestion_pipeline.db.import_jobs import get_job, update_job
 from ingestion_pipeline.db.tables import import_jobs
 from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, reference_lock, typed_value
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
-from ingestion_pipeline.db.jobs import ImportJob, NewJob
+from ingestion_pipeline.db.import_jobs import ImportJob, NewJob
 from ingestion_pipeline.db.tables import (
     admissions,
     api_keys,

@@ -25,8 +25,13 @@ from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS, TAKES_DECISIONS, JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
-from ingestion_pipeline.db.jobs import ImportJob, issue_counts_of_jobs, job_summary, list_jobs
-from ingestion_pipeline.db.review import ReviewError, issues_page, record_decisions
+from ingestion_pipeline.db.decisions import ReviewError, issues_page, record_decisions
+from ingestion_pipeline.db.import_jobs import (
+    ImportJob,
+    issue_counts_of_jobs,
+    job_summary,
+    list_jobs,
+)
 from ingestion_pipeline.db.service import (
     authenticate,
     job_of_tenant,
@@ -38,7 +43,7 @@ from ingestion_pipeline.db.service import (
 )
 from ingestion_pipeline.landing import LandingZone, S3LandingZone
 from ingestion_pipeline.reading.mapping import MappingError, mappable_fields
-from ingestion_pipeline.review import Decision
+from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
 from ingestion_pipeline.service.uploads import (
     S3_MIN_PART_SIZE,

@@ -13,10 +13,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.jobs import issue_counts_by_kind
-from ingestion_pipeline.db.review import discard_kind, review_page
+from ingestion_pipeline.db.decisions import discard_kind, review_page
+from ingestion_pipeline.db.import_jobs import issue_counts_by_kind
 from ingestion_pipeline.db.service import authenticate, run_requested_since
-from ingestion_pipeline.review import Decision
+from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.signing import InvalidSignatureError, make_token, read_token
 
 PAGE_SIZE = 50

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import COMPRESSED_EXTENSIONS
 from ingestion_pipeline.datasets import DEFAULT_DATASET
-from ingestion_pipeline.db.jobs import NewJob, register_jobs
+from ingestion_pipeline.db.import_jobs import NewJob, register_jobs
 from ingestion_pipeline.db.service import (
     admit,
     attach_admission,

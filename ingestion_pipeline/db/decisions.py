@@ -13,12 +13,12 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import CONTACTS, Dataset
-from ingestion_pipeline.db.jobs import ImportJob
+from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.db.staging import data_json
 from ingestion_pipeline.db.tables import review_decisions, review_files
 from ingestion_pipeline.db.validation import staged_value
 from ingestion_pipeline.normalize import normalize_text
-from ingestion_pipeline.review import Decision
+from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.schemas import judge_rows
 
 

@@ -11,10 +11,10 @@ from ingestion_pipeline.assets.common import (
 )
 from ingestion_pipeline.assets.staging import staging_rows
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.jobs import update_job
+from ingestion_pipeline.db.import_jobs import update_job
 from ingestion_pipeline.importer import apply_review, mark_processing
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
-from ingestion_pipeline.review import DecisionFileError, decisions_key
+from ingestion_pipeline.review_files import DecisionFileError, decisions_key
 
 
 @import_asset(
