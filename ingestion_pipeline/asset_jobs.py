@@ -1,16 +1,17 @@
-"""Jobs: import and reprocess one partition, each run in one process (few sequential steps).
+"""Asset jobs: import and reprocess one partition, each run in one process (few sequential
+steps).
 
-Each dataset has its pair, holding the shared steps and its own table only: a run of an orders
-job never meets the customers table it depends on (whose step would be skipped, and with it
-every table downstream of it). Contacts keep the names import_job and reprocess_job.
+Each dataset has its pair, over its own assets and partitions: a run of an orders job never
+meets the customers table it depends on (whose step would be skipped, and with it every table
+downstream of it). Contacts keep the names import_job and reprocess_job.
 """
 
 from typing import Any
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from ingestion_pipeline.assets import TABLE_ASSETS
-from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.assets import DATASET_ASSETS
+from ingestion_pipeline.assets.common import asset_group
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
 
 IMPORT = "import"
@@ -22,23 +23,20 @@ def job_name(kind: str, dataset: str) -> str:
     return f"{kind}_job" if dataset == DEFAULT_DATASET else f"{kind}_{dataset}_job"
 
 
-def _other_tables(dataset: str) -> AssetSelection:
-    return AssetSelection.assets(*(a for name, a in TABLE_ASSETS.items() if name != dataset))
-
-
 def _jobs(dataset: str) -> tuple[Any, Any]:
-    others = _other_tables(dataset)
+    own = AssetSelection.groups(asset_group(dataset))
     imports = define_asset_job(
         name=job_name(IMPORT, dataset),
-        selection=AssetSelection.groups(ASSET_GROUP) - others,
+        selection=own,
         executor_def=in_process_executor,
         description=(
             f"Import one uploaded {dataset} file: raw upload, staging, review, issues, {dataset}."
         ),
     )
+    reviewed = DATASET_ASSETS[dataset]["reviewed_staging"]
     reprocess = define_asset_job(
         name=job_name(REPROCESS, dataset),
-        selection=AssetSelection.assets("reviewed_staging").downstream() - others,
+        selection=AssetSelection.assets(reviewed).downstream() & own,
         executor_def=in_process_executor,
         description=(
             f"Apply review decisions to a {dataset} job, revalidate it and load it if it is clean."

@@ -1,13 +1,15 @@
-"""Asset checks on every import job partition.
+"""Asset checks on every import job partition, built for each dataset's assets.
 
-Blocking checks guard `contacts` against structural breakage (an unreadable upload, counts
-that do not add up): when one fails, the run stops before anything is loaded. Row problems
-are not check failures: they are issues for a reviewer. The checks on `contacts` are data
-checks on what was loaded; they do not block (nothing is downstream of contacts).
+Blocking checks guard the table against structural breakage (an unreadable upload, counts that
+do not add up): when one fails, the run stops before anything is loaded. Row problems are not
+check failures: they are issues for a reviewer. The checks on a table are data checks on what
+was loaded; they do not block.
 """
 
+import inspect
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -22,20 +24,14 @@ from dagster import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from ingestion_pipeline.assets import (
-    TABLE_ASSETS,
-    contacts,
-    import_issues,
-    raw_upload,
-    staging_rows,
-)
+from ingestion_pipeline.assets import DATASET_ASSETS
 from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
 from ingestion_pipeline.db.import_jobs import ImportJob, get_job
 from ingestion_pipeline.emails import is_valid_email
 from ingestion_pipeline.importer import inspect_upload, job_lock, load_job
 from ingestion_pipeline.landing import ObjectChangedError
-from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.partitions import partitions_of
 from ingestion_pipeline.reading import UnreadableFileError
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
@@ -47,24 +43,33 @@ warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions
 
 
 # Every check's function with its asset and whether it blocks, in definition order, so that a
-# batch run evaluates exactly the checks import_job runs (see batch.py).
+# batch run evaluates exactly the checks an import run does (see batch.py).
 CHECK_FUNCTIONS: list[tuple[Any, str, bool, Callable[..., AssetCheckResult]]] = []
 
 
-def job_check(
-    asset: Any, *, blocking: bool, name: str | None = None
-) -> Callable[[Callable[..., Any]], Any]:
-    """`@asset_check` on one import job partition of `asset`."""
+@dataclass(frozen=True)
+class Check:
+    """A check function, the stage it checks (`table`: the dataset's table) and whether it
+    blocks; `only` limits it to one dataset."""
 
-    def register(fn: Callable[..., AssetCheckResult]) -> Any:
-        check_name = name or fn.__name__
-        CHECK_FUNCTIONS.append((asset, check_name, blocking, fn))
-        return asset_check(
-            asset=asset,
-            name=check_name,
-            blocking=blocking,
-            partitions_def=import_jobs_partitions_def,
-        )(fn)
+    fn: Callable[..., AssetCheckResult]
+    stage: str
+    blocking: bool
+    name: str
+    only: str | None = None
+
+
+CHECKS: list[Check] = []
+
+
+def job_check(
+    stage: str, *, blocking: bool, name: str | None = None, only: str | None = None
+) -> Callable[[Callable[..., AssetCheckResult]], Callable[..., AssetCheckResult]]:
+    """Register `fn` as a check on one import job partition of every dataset's `stage`."""
+
+    def register(fn: Callable[..., AssetCheckResult]) -> Callable[..., AssetCheckResult]:
+        CHECKS.append(Check(fn, stage, blocking, name or fn.__name__, only))
+        return fn
 
     return register
 
@@ -103,14 +108,14 @@ def finding_result(finding: sql.Finding, description: str, **metadata: Any) -> A
     )
 
 
-@job_check(raw_upload, blocking=True)
+@job_check("raw_upload", blocking=True)
 def upload_readable(
     context: AssetCheckExecutionContext,
     database: DatabaseResource,
     landing_zone: LandingZoneResource,
 ) -> AssetCheckResult:
-    """The job's object version, if this run still has to read it, opens and has a contacts
-    header with an email column."""
+    """The job's object version, if this run still has to read it, opens and has a header
+    (or records) the dataset's fields can be read from."""
     engine = database.get_engine()
     job, route = load_job(engine, context.partition_key)
     zone = landing_zone.get_zone()
@@ -145,7 +150,7 @@ def upload_readable(
     )
 
 
-@job_check(staging_rows, blocking=True)
+@job_check("staging_rows", blocking=True)
 def staging_matches_file(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -159,7 +164,7 @@ def staging_matches_file(
     )
 
 
-@job_check(import_issues, blocking=True)
+@job_check("import_issues", blocking=True)
 def issue_rows_linked(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -168,7 +173,7 @@ def issue_rows_linked(
     return finding_result(finding, f"{finding.count} ISSUE row(s) with no unresolved issue")
 
 
-@job_check(import_issues, blocking=True)
+@job_check("import_issues", blocking=True)
 def issue_count_matches(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -181,7 +186,7 @@ def issue_count_matches(
     )
 
 
-@job_check(contacts, blocking=False)
+@job_check("table", blocking=False, only=DEFAULT_DATASET)
 def contacts_unique_per_tenant(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -197,7 +202,7 @@ def contacts_unique_per_tenant(
     )
 
 
-@job_check(contacts, blocking=False)
+@job_check("table", blocking=False, only=DEFAULT_DATASET)
 def contacts_emails_valid(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -244,7 +249,7 @@ def status_agreement(
     )
 
 
-@job_check(contacts, blocking=False)
+@job_check("table", blocking=False, only=DEFAULT_DATASET)
 def job_status_agrees(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
@@ -253,33 +258,52 @@ def job_status_agrees(
     return status_agreement(context, database, sql.status_figures, sql.status_disagreements)
 
 
-def dataset_status_check(name: str) -> AssetChecksDefinition:
-    """`job_status_agrees` on the table of a dataset other than contacts."""
-    table = DATASETS[name].table
+def dataset_status_agrees(
+    context: AssetCheckExecutionContext, database: DatabaseResource
+) -> AssetCheckResult:
+    """The job's status agrees with its counts: a COMPLETED job has no open issue, every row
+    loaded or discarded, and inserted + updated + unchanged add up to the rows loaded."""
+    table = checked_job(context, database.get_engine()).declaration.table
+    return status_agreement(
+        context,
+        database,
+        lambda conn, job_id: sql.dataset_status_figures(conn, job_id, table),
+        sql.dataset_status_disagreements,
+    )
 
-    @job_check(TABLE_ASSETS[name], blocking=False, name="job_status_agrees")
-    def agrees(context: AssetCheckExecutionContext, database: DatabaseResource) -> AssetCheckResult:
-        """The job's status agrees with its counts: a COMPLETED job has no open issue, every
-        row loaded or discarded, and inserted + updated + unchanged add up to the rows loaded."""
-        return status_agreement(
-            context,
-            database,
-            lambda conn, job_id: sql.dataset_status_figures(conn, job_id, table),
-            sql.dataset_status_disagreements,
+
+for _name in LOAD_ORDER:
+    if _name != DEFAULT_DATASET:
+        job_check("table", blocking=False, name="job_status_agrees", only=_name)(
+            dataset_status_agrees
         )
 
-    return agrees
+
+def dataset_checks(dataset: str) -> list[AssetChecksDefinition]:
+    """The checks of one dataset's assets, on its job partitions."""
+    assets = DATASET_ASSETS[dataset]
+    built = []
+    for check in CHECKS:
+        if check.only not in (None, dataset):
+            continue
+        asset = assets[DATASETS[dataset].table if check.stage == "table" else check.stage]
+        CHECK_FUNCTIONS.append((asset, check.name, check.blocking, check.fn))
+        built.append(
+            asset_check(
+                asset=asset,
+                name=check.name,
+                blocking=check.blocking,
+                partitions_def=partitions_of(dataset),
+                description=inspect.getdoc(check.fn),
+            )(check.fn)
+        )
+    return built
 
 
-DATASET_CHECKS = [dataset_status_check(n) for n in LOAD_ORDER if n != DEFAULT_DATASET]
+DATASET_CHECKS: dict[str, list[AssetChecksDefinition]] = {n: dataset_checks(n) for n in LOAD_ORDER}
+IMPORT_CHECKS: list[AssetChecksDefinition] = [c for n in LOAD_ORDER for c in DATASET_CHECKS[n]]
 
-IMPORT_CHECKS: list[AssetChecksDefinition] = [
-    upload_readable,
-    staging_matches_file,
-    issue_rows_linked,
-    issue_count_matches,
-    contacts_unique_per_tenant,
-    contacts_emails_valid,
-    job_status_agrees,
-    *DATASET_CHECKS,
-]
+
+def check_named(name: str, dataset: str = DEFAULT_DATASET) -> AssetChecksDefinition:
+    """The check called `name` on `dataset`'s assets."""
+    return next(c for c in DATASET_CHECKS[dataset] if c.check_key.name == name)

@@ -98,17 +98,18 @@ def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
     the run itself failed (a rejected file) or sent back to review speaks through its status.
     """
     from ingestion_pipeline.asset_jobs import dataset_job_name
-    from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
     from ingestion_pipeline.definitions import build_definitions
     from ingestion_pipeline.importer import mark_failed
     from ingestion_pipeline.instance import get_instance
+    from ingestion_pipeline.partitions import partitions_name
     from ingestion_pipeline.resources import build_resources
     from ingestion_pipeline.sensors import first_step_error
 
     settings = load_settings()
     instance = get_instance(settings)
-    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job.job_id):
-        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job.job_id])
+    partitions = partitions_name(job.dataset)
+    if not instance.has_dynamic_partition(partitions, job.job_id):
+        instance.add_dynamic_partitions(partitions, [job.job_id])
     job_def = build_definitions(build_resources(settings)).resolve_job_def(
         dataset_job_name(job_name, job.dataset)
     )

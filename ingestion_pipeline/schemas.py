@@ -34,7 +34,8 @@ def _is_json(values: pd.Series) -> pd.Series:
             return False
         return True
 
-    return values.map(parses, na_action="ignore").fillna(True).astype(bool)
+    # A missing value passes (whether it may be missing is another rule).
+    return values.isna() | values.map(parses, na_action="ignore").eq(True)
 
 
 def _type_verdict(field: Field, values: pd.Series) -> pd.Series:

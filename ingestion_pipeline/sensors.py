@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetCheckEvaluation,
     BetaWarning,
     DagsterEvent,
@@ -42,7 +43,7 @@ from ingestion_pipeline.landing import (
     job_id_for,
     parse_upload_key,
 )
-from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.partitions import partitions_of
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review_files import MAPPING_FILE, parse_review_key
 from ingestion_pipeline.settings import load_settings
@@ -143,8 +144,8 @@ def upload_sensor(
         # not launched again; a PENDING one is, as its earlier tick may not have launched it.
         unstarted = unstarted_jobs(conn, list(jobs))
     jobs = {job_id: job for job_id, job in jobs.items() if job_id in unstarted}
-    new_partitions = list(jobs)
     jobs.update({job.job_id: job for job in held})
+    partitions = {job_id: job.dataset for job_id, job in jobs.items()}
     admitted = admit_jobs(engine, jobs.values())
     if len(admitted) < len(jobs):
         context.log.info(
@@ -156,13 +157,19 @@ def upload_sensor(
         context.log.info(f"{len(candidates) - len(taken)} more upload(s) left for the next tick")
     return SensorResult(
         run_requests=run_requests(list(jobs.values()), load_settings().batch_size),
-        dynamic_partitions_requests=[
-            import_jobs_partitions_def.build_add_request(sorted({*new_partitions, *jobs}))
-        ]
-        if jobs or new_partitions
-        else [],
+        dynamic_partitions_requests=partition_requests(partitions),
         cursor=cursor.dump(),
     )
+
+
+def partition_requests(datasets_of: dict[str, str]) -> list[AddDynamicPartitionsRequest]:
+    """Add each job (id -> dataset) to its dataset's partitions; a job already there stays."""
+    by_dataset: dict[str, set[str]] = {}
+    for job_id, dataset in datasets_of.items():
+        by_dataset.setdefault(dataset, set()).add(job_id)
+    return [
+        partitions_of(d).build_add_request(sorted(ids)) for d, ids in sorted(by_dataset.items())
+    ]
 
 
 def run_requests(jobs: list[NewJob], batch_size: int) -> list[RunRequest]:
@@ -233,6 +240,7 @@ def review_sensor(
     cursor = ListingCursor.parse(context.cursor)
     _, taken = new_objects(landing_zone.get_zone(), REVIEWS_PREFIX, cursor)
     requests: list[RunRequest] = []
+    datasets_of: dict[str, str] = {}
     with database.get_engine().connect() as conn:
         for obj in taken:
             parsed = parse_review_key(obj.key)
@@ -249,6 +257,7 @@ def review_sensor(
             if file_name == MAPPING_FILE and job.status is not JobStatus.NEEDS_MAPPING:
                 context.log.warning(f"skipped: {obj.key!r}: job {job_id} is {job.status.value}")
                 continue
+            datasets_of[job_id] = job.dataset
             requests.append(
                 RunRequest(
                     job_name=dataset_job_name(
@@ -263,7 +272,11 @@ def review_sensor(
     if not taken:
         return SkipReason("no new decision or mapping files")
     cursor.advance(taken)
-    return SensorResult(run_requests=requests, cursor=cursor.dump())
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=partition_requests(datasets_of),
+        cursor=cursor.dump(),
+    )
 
 
 @sensor(
@@ -283,6 +296,7 @@ def request_sensor(context: SensorEvaluationContext, database: DatabaseResource)
         requests = run_requests_after(conn, after, load_settings().sensor_max_runs)
     if not requests:
         return SkipReason("no run requests")
+    wanted = [r for r in requests if r["job_name"] in (reprocess_job.name, import_job.name)]
     runs = [
         RunRequest(
             job_name=dataset_job_name(r["job_name"], r["dataset"]),
@@ -290,10 +304,13 @@ def request_sensor(context: SensorEvaluationContext, database: DatabaseResource)
             run_key=f"request:{r['request_id']}",
             tags={TENANT_TAG: r["tenant_id"], "request_source": r["source"]},
         )
-        for r in requests
-        if r["job_name"] in (reprocess_job.name, import_job.name)
+        for r in wanted
     ]
-    return SensorResult(run_requests=runs, cursor=str(requests[-1]["request_id"]))
+    return SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=partition_requests({r["job_id"]: r["dataset"] for r in wanted}),
+        cursor=str(requests[-1]["request_id"]),
+    )
 
 
 def step_error(event: DagsterEvent) -> str | None:

@@ -33,6 +33,7 @@ from ingestion_pipeline.db.import_jobs import ImportJob, NewJob, get_job, regist
 from ingestion_pipeline.db.service import create_api_key
 from ingestion_pipeline.definitions import build_definitions
 from ingestion_pipeline.landing import LandingZone, job_id_for, upload_key
+from ingestion_pipeline.partitions import partitions_name
 from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.sensors import import_failure_sensor, request_sensor, upload_sensor
 
@@ -94,12 +95,13 @@ def run_job(
     tenant: str,
     job_name: str = "import_job",
 ) -> ExecuteInProcessResult:
-    """Run import_job (assets and their checks) for one job partition on a real instance."""
-    if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
-        instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
+    """Run import_job (assets and their checks), or the job's dataset's counterpart of
+    `job_name`, for one job partition on a real instance."""
     with resources["database"].get_engine().connect() as conn:  # type: ignore[attr-defined]
         found = get_job(conn, job_id)
     dataset = found.dataset if found else "contacts"
+    if not instance.has_dynamic_partition(partitions_name(dataset), job_id):
+        instance.add_dynamic_partitions(partitions_name(dataset), [job_id])
     return (
         definitions(resources)
         .resolve_job_def(dataset_job_name(job_name, dataset))
@@ -118,10 +120,11 @@ def run_checks(
     job_id: str,
     *checks: AssetChecksDefinition,
 ) -> ExecuteInProcessResult:
-    """Run only `checks` on one job partition, leaving the assets as they are."""
+    """Run only `checks` (of contacts' assets) on one job partition, leaving the assets as
+    they are."""
     if not instance.has_dynamic_partition(IMPORT_JOBS_PARTITIONS, job_id):
         instance.add_dynamic_partitions(IMPORT_JOBS_PARTITIONS, [job_id])
-    job_def = definitions(resources).resolve_implicit_global_asset_job_def()
+    job_def = definitions(resources).resolve_job_def("import_job")
     subset = job_def.get_subset(
         asset_selection=set(), asset_check_selection={c.check_key for c in checks}
     )

@@ -8,16 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ingestion_pipeline.checks import (
-    IMPORT_CHECKS,
-    contacts_emails_valid,
-    contacts_unique_per_tenant,
-    issue_count_matches,
-    issue_rows_linked,
-    job_status_agrees,
-    staging_matches_file,
-    upload_readable,
-)
+from ingestion_pipeline.checks import IMPORT_CHECKS, check_named
 from ingestion_pipeline.constants import TENANT_TAG
 from ingestion_pipeline.db.checks import UNLINKED_ROWS, status_disagreements
 from ingestion_pipeline.db.decisions import record_decisions
@@ -35,6 +26,13 @@ from ingestion_pipeline_tests.helpers import (
     scalar,
 )
 
+contacts_emails_valid = check_named("contacts_emails_valid")
+contacts_unique_per_tenant = check_named("contacts_unique_per_tenant")
+issue_count_matches = check_named("issue_count_matches")
+issue_rows_linked = check_named("issue_rows_linked")
+job_status_agrees = check_named("job_status_agrees")
+staging_matches_file = check_named("staging_matches_file")
+upload_readable = check_named("upload_readable")
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLEAN = csv_text("ann@acme.io,Ann,Lee,Acme", "bob@acme.io,Bob,Ray,Acme", "cy@acme.io,Cy,Day,Acme")
 # Row 2 duplicates row 1 and row 3 has no valid email: two issues over three rows.

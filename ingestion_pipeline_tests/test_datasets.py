@@ -140,6 +140,32 @@ def test_shop_files_in_reverse_order_all_complete_through_the_sensors(
     # The children waited for their parents instead of going to a reviewer.
     assert scalar(engine, "SELECT count(*) FROM issues WHERE NOT resolved") == 0
     assert scalar(engine, "SELECT count(*) FROM run_requests") >= 2
+    # Each job is a partition of its own dataset's assets only.
+    for dataset, job_id in rows(engine, "SELECT dataset, job_id FROM import_jobs"):
+        assert instance.get_dynamic_partitions(f"{dataset}_import_jobs") == [job_id]
+    assert instance.get_dynamic_partitions("import_jobs") == []
+
+
+def test_a_job_run_by_another_datasets_job_fails_clearly_and_stages_nothing(
+    engine, instance, resources, local_zone
+):
+    job_id = register_upload(
+        engine, local_zone, "t1", "c.ndjson", shop_file("customers"), "customers"
+    )
+    instance.add_dynamic_partitions("import_jobs", [job_id])
+    result = (
+        definitions(resources)
+        .resolve_job_def("import_job")
+        .execute_in_process(partition_key=job_id, instance=instance, raise_on_error=False)
+    )
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert (
+        f"job {job_id} imports customers: it is a partition of customers_import_jobs, "
+        "not of import_jobs"
+    ) in message
+    assert (job(engine, job_id).status, job(engine, job_id).processed_rows) == ("PENDING", 0)
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 0
 
 
 def test_a_parent_that_never_arrives_leaves_the_job_waiting_then_a_reviewer_issue(
@@ -347,9 +373,10 @@ def test_the_asset_graph_shows_the_datasets_in_dependency_order(resources):
         key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
         for key in graph.get_all_asset_keys()
     }
-    assert parents["orders"] == {"import_issues", "customers"}
-    assert parents["order_items"] == {"import_issues", "orders", "products"}
-    assert parents["customers"] == parents["contacts"] == {"import_issues"}
+    assert parents["orders"] == {"orders/import_issues", "customers"}
+    assert parents["order_items"] == {"order_items/import_issues", "orders", "products"}
+    assert parents["customers"] == {"customers/import_issues"}
+    assert parents["contacts"] == {"import_issues"}
 
 
 def test_a_contacts_upload_named_customers_stays_contacts(engine, local_zone):

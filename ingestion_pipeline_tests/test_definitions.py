@@ -26,6 +26,33 @@ def test_asset_graph_is_upload_staging_review_issues_contacts():
         assert node.description
 
 
+def test_every_dataset_has_its_own_chain_on_its_own_partitions():
+    graph = defs.resolve_asset_graph()
+    for name in ("customers", "products", "orders", "order_items"):
+        keys = [
+            AssetKey([name, s])
+            for s in ("raw_upload", "staging_rows", "reviewed_staging", "import_issues")
+        ]
+        keys.append(AssetKey(name))
+        for upstream, downstream in pairwise(keys):
+            assert upstream in graph.get(downstream).parent_keys
+        for key in keys:
+            node = graph.get(key)
+            assert (node.group_name, node.partitions_def.name) == (
+                f"{name}_import",
+                f"{name}_import_jobs",
+            )
+            assert node.description
+        job = defs.resolve_job_def(f"import_{name}_job")
+        assert job.asset_layer.selected_asset_keys == set(keys)
+        assert job.partitions_def.name == f"{name}_import_jobs"
+    # Each check is built once per dataset, on that dataset's assets.
+    checked = {(c.check_key.asset_key, c.check_key.name) for c in defs.asset_checks or []}
+    assert (AssetKey(["orders", "import_issues"]), "issue_rows_linked") in checked
+    assert (AssetKey("orders"), "job_status_agrees") in checked
+    assert (AssetKey("orders"), "contacts_emails_valid") not in checked
+
+
 def test_upload_sensor_runs_by_default_and_targets_the_import_job():
     sensor = defs.resolve_sensor_def("upload_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING

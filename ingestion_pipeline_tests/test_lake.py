@@ -87,7 +87,7 @@ def test_a_rerun_or_backfill_of_the_lake_asset_adds_nothing(
         assert run_job(instance, resources, row.job_id, "acme").success
     lake_only = (
         definitions(resources)
-        .resolve_implicit_global_asset_job_def()
+        .resolve_job_def("import_job")
         .get_subset(asset_selection={AssetKey("contacts_lake")})
     )
     again = lake_only.execute_in_process(partition_key=row.job_id, instance=instance)

@@ -1,31 +1,90 @@
-"""The import's assets by stage: raw upload -> staging -> reviewed staging -> issues -> the
-dataset's table (contacts, customers, products, orders, order_items)."""
+"""The import's assets, built per declared dataset from the same stages: raw upload -> staging
+-> reviewed staging -> issues -> the dataset's table (contacts, customers, products, orders,
+order_items), each dataset on its own job partitions."""
 
-from ingestion_pipeline.assets.issues import import_issues
-from ingestion_pipeline.assets.raw_upload import raw_upload
-from ingestion_pipeline.assets.reviewed_staging import reviewed_staging
-from ingestion_pipeline.assets.staging import staging_rows
-from ingestion_pipeline.assets.tables import TABLE_ASSETS, contacts
+from typing import Any
 
-IMPORT_ASSETS = [raw_upload, staging_rows, reviewed_staging, import_issues, *TABLE_ASSETS.values()]
-# What reprocessing a job after review re-materializes: no file is read.
-REPROCESS_ASSETS = [reviewed_staging, import_issues, *TABLE_ASSETS.values()]
+# The stage modules register their steps (STEPS) when imported.
+from ingestion_pipeline.assets import issues as _issues  # noqa: F401
+from ingestion_pipeline.assets import raw_upload as _raw_upload  # noqa: F401
+from ingestion_pipeline.assets import reviewed_staging as _reviewed_staging  # noqa: F401
+from ingestion_pipeline.assets import staging as _staging  # noqa: F401
+from ingestion_pipeline.assets.common import STEPS, import_asset, step_key_prefix
+from ingestion_pipeline.assets.tables import table_asset
+from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER, Dataset
+
+# The stages in pipeline order, each depending on the one before it.
+STAGES = ("raw_upload", "staging_rows", "reviewed_staging", "import_issues")
 
 
-def import_assets() -> list:
-    """The import's assets, with the lake's when a lake is configured (LAKE_WAREHOUSE)."""
-    from ingestion_pipeline.assets.lake import contacts_lake
+def dataset_assets(dataset: Dataset, parents: list[Any]) -> dict[str, Any]:
+    """The dataset's import assets by stage name, its table (named after it) last; `parents`
+    are the tables of the datasets it references."""
+    built: dict[str, Any] = {}
+    for name in STAGES:
+        step = STEPS[name]
+        deps = [built[STAGES[STAGES.index(name) - 1]]] if built else []
+        built[name] = import_asset(
+            dataset.name,
+            name=name,
+            key_prefix=step_key_prefix(dataset.name),
+            deps=deps,
+            **step.options,
+        )(step.compute)
+    built[dataset.table] = table_asset(dataset, built["import_issues"], parents)
+    return built
+
+
+def _all_dataset_assets() -> dict[str, dict[str, Any]]:
+    built: dict[str, dict[str, Any]] = {}
+    for name in LOAD_ORDER:
+        dataset = DATASETS[name]
+        parents = [built[p][DATASETS[p].table] for p in dataset.parents if p != name]
+        built[name] = dataset_assets(dataset, parents)
+    return built
+
+
+DATASET_ASSETS: dict[str, dict[str, Any]] = _all_dataset_assets()
+TABLE_ASSETS: dict[str, Any] = {n: a[DATASETS[n].table] for n, a in DATASET_ASSETS.items()}
+
+# Contacts' assets by name (their keys have no prefix).
+raw_upload = DATASET_ASSETS[DEFAULT_DATASET]["raw_upload"]
+staging_rows = DATASET_ASSETS[DEFAULT_DATASET]["staging_rows"]
+reviewed_staging = DATASET_ASSETS[DEFAULT_DATASET]["reviewed_staging"]
+import_issues = DATASET_ASSETS[DEFAULT_DATASET]["import_issues"]
+contacts = TABLE_ASSETS[DEFAULT_DATASET]
+
+
+def lake_enabled() -> bool:
     from ingestion_pipeline.settings import load_settings
 
-    return [*IMPORT_ASSETS, contacts_lake] if load_settings().lake_warehouse else IMPORT_ASSETS
+    return bool(load_settings().lake_warehouse)
+
+
+def import_assets_of(dataset: str) -> list[Any]:
+    """The dataset's import assets in pipeline order, with the lake's for contacts when a lake
+    is configured (LAKE_WAREHOUSE)."""
+    built = list(DATASET_ASSETS[dataset].values())
+    if dataset == DEFAULT_DATASET and lake_enabled():
+        from ingestion_pipeline.assets.lake import contacts_lake
+
+        built.append(contacts_lake)
+    return built
+
+
+def import_assets() -> list[Any]:
+    """Every dataset's import assets (see import_assets_of)."""
+    return [a for name in LOAD_ORDER for a in import_assets_of(name)]
 
 
 __all__ = [
-    "IMPORT_ASSETS",
-    "REPROCESS_ASSETS",
+    "DATASET_ASSETS",
+    "STAGES",
     "TABLE_ASSETS",
     "contacts",
+    "dataset_assets",
     "import_assets",
+    "import_assets_of",
     "import_issues",
     "raw_upload",
     "reviewed_staging",

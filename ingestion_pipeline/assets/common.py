@@ -7,10 +7,12 @@ import inspect
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     Backoff,
     Failure,
     Jitter,
@@ -21,7 +23,7 @@ from dagster import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError
 
-from ingestion_pipeline.constants import ASSET_GROUP
+from ingestion_pipeline.datasets import DEFAULT_DATASET
 from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.importer import (
     Route,
@@ -32,7 +34,7 @@ from ingestion_pipeline.importer import (
     reject_upload,
 )
 from ingestion_pipeline.landing import ObjectChangedError
-from ingestion_pipeline.partitions import import_jobs_partitions_def
+from ingestion_pipeline.partitions import partitions_of
 from ingestion_pipeline.reading import UnreadableFileError
 
 # Transient faults (a dropped connection, S3 throttling) get retried; bad input never is.
@@ -61,35 +63,81 @@ def one_step_per_job(fn: Callable[..., Any]) -> Callable[..., Any]:
     return step
 
 
-# The compute function of every import asset by name (job lock included), so that a batch run
-# can take many jobs through exactly the steps import_job runs (see batch.py).
-STEP_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+# The compute function of every import asset by its key (job lock included), so that a batch
+# run can take many jobs through exactly the steps an import run takes (see batch.py).
+STEP_FUNCTIONS: dict[AssetKey, Callable[..., Any]] = {}
 
 
-def import_asset(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-    """`@asset` with what every import asset shares: group, job partitions, retry policy, and
-    one step at a time per job."""
+def asset_group(dataset: str) -> str:
+    """The group of a dataset's import assets: `contacts_import`, `orders_import`, ..."""
+    return f"{dataset}_import"
+
+
+def step_key_prefix(dataset: str) -> list[str]:
+    """Contacts' steps keep their plain keys (`raw_upload`); another dataset's are prefixed
+    with its name (`orders/raw_upload`). Tables are named after themselves."""
+    return [] if dataset == DEFAULT_DATASET else [dataset]
+
+
+def import_asset(dataset: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`@asset` with what every import asset shares: its dataset's group and job partitions,
+    retry policy, and one step at a time per job."""
     decorate = asset(
-        group_name=ASSET_GROUP,
-        partitions_def=import_jobs_partitions_def,
+        group_name=asset_group(dataset),
+        partitions_def=partitions_of(dataset),
         retry_policy=IMPORT_RETRY_POLICY,
         **kwargs,
     )
 
     def register(fn: Callable[..., Any]) -> Any:
         step = one_step_per_job(fn)
-        STEP_FUNCTIONS[kwargs["name"]] = step
-        return decorate(step)
+        built = decorate(step)
+        STEP_FUNCTIONS[built.key] = step
+        return built
+
+    return register
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage every dataset's import goes through, built into an asset per dataset."""
+
+    name: str
+    compute: Callable[..., Any]
+    options: dict[str, Any]
+
+
+# The stages in pipeline order, each after the one before it (see assets/__init__.py).
+STEPS: dict[str, Step] = {}
+
+
+def import_step(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Register `fn` as the stage `name` of every dataset's import; `options` go to `@asset`."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        STEPS[name] = Step(name, fn, options)
+        return fn
 
     return register
 
 
 def job_for(context: AssetExecutionContext, engine: Engine) -> tuple[ImportJob, Route]:
-    """The import job of this partition and its route; an unknown partition is bad input."""
+    """The import job of this partition and its route; an unknown partition, or a job of
+    another dataset than the asset's, is bad input."""
     try:
-        return load_job(engine, context.partition_key)
+        job, route = load_job(engine, context.partition_key)
     except UnknownJobError as exc:
         raise Failure(str(exc), allow_retries=False) from exc
+    # A batch run's context has no assets_def: it builds each job's steps from its dataset.
+    assets_def = getattr(context, "assets_def", None)
+    expected = partitions_of(job.dataset).name
+    if assets_def is not None and assets_def.partitions_def.name != expected:
+        raise Failure(
+            f"job {job.job_id} imports {job.dataset}: it is a partition of {expected}, "
+            f"not of {assets_def.partitions_def.name}",
+            allow_retries=False,
+        )
+    return job, route
 
 
 @contextmanager

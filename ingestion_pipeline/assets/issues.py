@@ -7,22 +7,20 @@ from dagster import AssetExecutionContext, MaterializeResult
 from ingestion_pipeline.assets.common import (
     PREVIEW_ISSUES,
     failing_job,
-    import_asset,
+    import_step,
     issues_preview,
     job_for,
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.assets.reviewed_staging import reviewed_staging
 from ingestion_pipeline.constants import IssueKind, JobStatus
 from ingestion_pipeline.db.import_jobs import get_job, issue_counts_by_kind, list_issues
 from ingestion_pipeline.importer import validate, write_review_file
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
-@import_asset(
-    name="import_issues",
-    deps=[reviewed_staging],
+@import_step(
+    "import_issues",
     kinds={"postgres", "pandera"},
 )
 def import_issues(
@@ -30,7 +28,8 @@ def import_issues(
     database: DatabaseResource,
     landing_zone: LandingZoneResource,
 ) -> MaterializeResult:
-    """Open and resolved issues of one job: row rules, in-file duplicates, existing contacts."""
+    """Open and resolved issues of one job: row rules and types, in-file duplicates, keys
+    already loaded, missing references."""
     engine = database.get_engine()
     job, route = job_for(context, engine)
     metadata = job_metadata(job, route)

@@ -5,14 +5,15 @@ from collections.abc import Iterator
 
 from dagster import AssetExecutionContext, MaterializeResult
 
+from ingestion_pipeline.assets import contacts
 from ingestion_pipeline.assets.common import import_asset, job_for, job_metadata, log_json
-from ingestion_pipeline.assets.tables import contacts
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.resources import DatabaseResource
 from ingestion_pipeline.settings import load_settings
 
 
 @import_asset(
+    "contacts",
     name="contacts_lake",
     deps=[contacts],
     output_required=False,

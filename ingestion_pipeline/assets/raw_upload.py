@@ -12,7 +12,7 @@ from dagster import (
 
 from ingestion_pipeline.assets.common import (
     failing_job,
-    import_asset,
+    import_step,
     job_for,
     job_metadata,
     log_json,
@@ -55,8 +55,8 @@ def mapping_metadata(decision: MappingDecision) -> dict:
     return metadata
 
 
-@import_asset(
-    name="raw_upload",
+@import_step(
+    "raw_upload",
     output_required=False,
     kinds={"s3", "csv"},
 )
@@ -65,7 +65,7 @@ def raw_upload(
     database: DatabaseResource,
     landing_zone: LandingZoneResource,
 ) -> Iterator[MaterializeResult]:
-    """The uploaded contacts file of one import job, with its detected layout and mapping;
+    """The uploaded file of one import job, with its detected layout and mapping;
     left unmaterialized while the job waits for a person to confirm the mapping."""
     engine = database.get_engine()
     job, route = job_for(context, engine)

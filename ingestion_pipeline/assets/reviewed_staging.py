@@ -4,12 +4,11 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
     failing_job,
-    import_asset,
+    import_step,
     job_for,
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.assets.staging import staging_rows
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.import_jobs import update_job
 from ingestion_pipeline.importer import apply_review, mark_processing
@@ -17,9 +16,8 @@ from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review_files import DecisionFileError, decisions_key
 
 
-@import_asset(
-    name="reviewed_staging",
-    deps=[staging_rows],
+@import_step(
+    "reviewed_staging",
     kinds={"postgres"},
 )
 def reviewed_staging(

@@ -4,20 +4,18 @@ from dagster import AssetExecutionContext, MaterializeResult
 
 from ingestion_pipeline.assets.common import (
     failing_job,
-    import_asset,
+    import_step,
     job_for,
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.assets.raw_upload import raw_upload
 from ingestion_pipeline.importer import StageProgress, mark_processing, stage_upload
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.settings import load_settings
 
 
-@import_asset(
-    name="staging_rows",
-    deps=[raw_upload],
+@import_step(
+    "staging_rows",
     kinds={"postgres"},
 )
 def staging_rows(

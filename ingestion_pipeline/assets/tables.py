@@ -1,7 +1,8 @@
-"""The loaded tables, one asset per declared dataset, each materialized by its own jobs only.
+"""The loaded tables, one asset per declared dataset, on that dataset's job partitions.
 
-Every table depends on the issues step and on the tables of the datasets it references, so the
-graph shows the load order (customers and products before orders, orders before order_items).
+Every table depends on its dataset's issues step and on the tables of the datasets it
+references, so the graph shows the load order (customers and products before orders, orders
+before order_items).
 """
 
 import time
@@ -16,20 +17,20 @@ from ingestion_pipeline.assets.common import (
     job_metadata,
     log_json,
 )
-from ingestion_pipeline.assets.issues import import_issues
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.datasets import DATASETS, LOAD_ORDER, Dataset
+from ingestion_pipeline.datasets import Dataset
 from ingestion_pipeline.importer import Route, consolidate
 from ingestion_pipeline.resources import DatabaseResource
 
 
-def table_asset(dataset: Dataset, parents: list) -> object:
-    """The asset that loads `dataset`'s jobs into its table."""
+def table_asset(dataset: Dataset, issues: object, parents: list) -> object:
+    """The asset that loads `dataset`'s jobs into its table, after its `issues` step."""
 
     @import_asset(
+        dataset.name,
         name=dataset.table,
         deps=[
-            import_issues,
+            issues,
             # A job's rows reference rows of any job of the parent dataset.
             *(AssetDep(p, partition_mapping=AllPartitionMapping()) for p in parents),
         ],
@@ -38,7 +39,7 @@ def table_asset(dataset: Dataset, parents: list) -> object:
         description=(
             f"{dataset.description} The job's rows, loaded in one transaction "
             f"(merge policy {dataset.merge.value}); left unmaterialized while the job waits "
-            "or is under review, and for jobs of other datasets."
+            "or is under review."
         ),
     )
     def load(
@@ -46,8 +47,6 @@ def table_asset(dataset: Dataset, parents: list) -> object:
     ) -> Iterator[MaterializeResult]:
         engine = database.get_engine()
         job, route = job_for(context, engine)
-        if job.dataset != dataset.name:
-            return
         stage = dataset.table
         if route is Route.AWAIT_MAPPING:
             log_json(context, job, stage, event="needs_mapping", status=job.status.value)
@@ -88,15 +87,3 @@ def table_asset(dataset: Dataset, parents: list) -> object:
         )
 
     return load
-
-
-def _table_assets() -> dict[str, object]:
-    built: dict[str, object] = {}
-    for name in LOAD_ORDER:
-        dataset = DATASETS[name]
-        built[name] = table_asset(dataset, [built[p] for p in dataset.parents if p != name])
-    return built
-
-
-TABLE_ASSETS: dict[str, object] = _table_assets()
-contacts = TABLE_ASSETS["contacts"]
