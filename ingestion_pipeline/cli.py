@@ -32,7 +32,7 @@ from ingestion_pipeline.landing import (
     upload_key,
 )
 from ingestion_pipeline.reading.mapping import MAPPABLE_FIELDS, ColumnMapping, mappable_fields
-from ingestion_pipeline.settings import load_settings
+from ingestion_pipeline.settings import StorageSettingsError, load_settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -60,6 +60,7 @@ def run_import(
 ) -> dict[str, Any]:
     """Put `path` into the landing zone for `tenant` and materialize its job in-process; jobs
     that waited for this one's rows (references) are then validated again, in-process too."""
+    from ingestion_pipeline.instance import ensure_dagster_home
     from ingestion_pipeline.resources import database_engine, landing_zone
 
     if not path.is_file():
@@ -69,6 +70,7 @@ def run_import(
     except InvalidKeyError as exc:
         raise UsageError(str(exc)) from exc
     settings = load_settings()
+    ensure_dagster_home(settings)  # a missing setting is said before anything is written
     engine = database_engine(settings)
     info = put_file(landing_zone(settings), key, path)
     job_id = job_id_for(tenant, key, info.etag)
@@ -107,6 +109,9 @@ def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
 
     settings = load_settings()
     instance = get_instance(settings)
+    # Dagster's PostgreSQL storage opens a connection per event by default (seventy-odd for
+    # one import); a small pool for this process, as the webserver and batch runs keep.
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
     partitions = partitions_name(job.dataset)
     if not instance.has_dynamic_partition(partitions, job.job_id):
         instance.add_dynamic_partitions(partitions, [job.job_id])
@@ -799,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, DatabaseUnavailableError) as exc:
+    except (UsageError, DatabaseUnavailableError, StorageSettingsError) as exc:
         print(f"ingestion-pipeline: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except DBAPIError as exc:

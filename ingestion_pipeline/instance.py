@@ -10,23 +10,16 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from ingestion_pipeline.db.engine import embedded_url, normalize_url
-from ingestion_pipeline.settings import Settings, project_root
+from ingestion_pipeline.settings import Settings, check_storage_settings, project_root
 
 DAGSTER_DATABASE = "dagster"
 
 
 def dagster_storage_url(settings: Settings) -> str:
-    """Where Dagster keeps runs and events: DAGSTER_POSTGRES_URL, or the embedded server.
-
-    Dagster's tables (and its own alembic_version) need a database apart from ours.
-    """
+    """Where Dagster keeps runs and events: DAGSTER_POSTGRES_URL, or the embedded server."""
+    check_storage_settings(settings)
     if settings.dagster_postgres_url:
         return normalize_url(settings.dagster_postgres_url)
-    if settings.database_url:
-        raise ValueError(
-            "DAGSTER_POSTGRES_URL is not set: with DATABASE_URL set, give Dagster's storage a "
-            "database of its own (see README, Deploying)"
-        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         return embedded_url(settings.data_dir, database=DAGSTER_DATABASE)

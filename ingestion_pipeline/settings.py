@@ -85,3 +85,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+class StorageSettingsError(ValueError):
+    """Settings that leave Dagster's storage undecided."""
+
+
+def check_storage_settings(settings: Settings) -> None:
+    """Dagster's tables (and its own alembic_version) need a database apart from ours: with
+    DATABASE_URL, DAGSTER_POSTGRES_URL must be set too."""
+    if settings.database_url and not settings.dagster_postgres_url:
+        raise StorageSettingsError(
+            "DAGSTER_POSTGRES_URL is not set: with DATABASE_URL set, give Dagster's storage a "
+            "database of its own (see README, Deploying)"
+        )

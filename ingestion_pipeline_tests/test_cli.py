@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from ingestion_pipeline.cli import main
-from ingestion_pipeline_tests.helpers import contact_emails, csv_text, scalar
+from ingestion_pipeline_tests.helpers import (
+    cli_command,
+    cli_env,
+    contact_emails,
+    csv_text,
+    scalar,
+)
 
 SUMMARY_KEYS = {
     "job_id",
@@ -93,3 +101,29 @@ def test_bad_arguments_are_reported_without_a_traceback(cli, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["import", str(path), "--tenant", "../other"])
     assert "is not a tenant id" in capsys.readouterr().err
+
+
+def test_database_url_without_dagster_storage_is_said_before_anything_is_written(
+    database_url, engine, tmp_path
+):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+    env = cli_env(database_url, tmp_path / "landing", home)
+    env.pop("DAGSTER_POSTGRES_URL", None)
+    path = tmp_path / "people.csv"
+    path.write_bytes(csv_text("ann@acme.io,Ann,Lee,Acme"))
+    proc = subprocess.run(
+        cli_command("import", str(path), "--tenant", "acme"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        "ingestion-pipeline: DAGSTER_POSTGRES_URL is not set: with DATABASE_URL set"
+    ), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert scalar(engine, "SELECT count(*) FROM import_jobs") == 0
+    assert not list((tmp_path / "landing").rglob("*.csv"))
