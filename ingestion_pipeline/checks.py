@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from ingestion_pipeline.assets import DATASET_ASSETS
 from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db import checks as sql
-from ingestion_pipeline.db.import_jobs import ImportJob, get_job
+from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.emails import is_valid_email
 from ingestion_pipeline.importer import inspect_upload, job_lock, load_job
 from ingestion_pipeline.landing import ObjectChangedError
@@ -76,11 +76,7 @@ def job_check(
 
 def checked_job(context: AssetCheckExecutionContext, engine: Engine) -> ImportJob:
     """The partition's job; checks run only after their asset, so the job exists."""
-    with engine.connect() as conn:
-        job = get_job(conn, context.partition_key)
-    if job is None:
-        raise LookupError(f"no import job {context.partition_key!r}")
-    return job
+    return load_job(engine, context.partition_key)[0]
 
 
 def locked_finding(

@@ -35,6 +35,8 @@ from ingestion_pipeline.db.import_jobs import (
     ImportJob,
     get_job,
     hold_job_lock,
+    issue_counts_by_kind,
+    list_issues,
     set_failed,
     set_processing,
     staged_row_count,
@@ -144,6 +146,37 @@ def mark_processing(engine: Engine, job_id: str) -> None:
     """Enter PROCESSING (from any state but COMPLETED) and clear the last error."""
     with engine.begin() as conn:
         set_processing(conn, job_id)
+
+
+def refuse_persons_file(
+    engine: Engine, job_id: str, error: str, *, status: JobStatus | None = None
+) -> None:
+    """Record the error in a person's mapping or decisions file on a job that keeps waiting
+    for that person (`status`: the state it waits in, when a step had left it)."""
+    values: dict[str, Any] = {"error": error}
+    if status is not None:
+        values["status"] = status
+    with engine.begin() as conn:
+        update_job(conn, job_id, **values)
+
+
+@dataclass(frozen=True)
+class IssueSummary:
+    """A job as validation left it: its row, open issues by kind, and the first issues."""
+
+    job: ImportJob
+    counts: dict[str, int]
+    first_issues: list[dict[str, Any]]
+
+
+def issue_summary(engine: Engine, job: ImportJob, preview: int) -> IssueSummary:
+    """The job read again, with its open issues counted by kind and the first `preview`."""
+    with engine.connect() as conn:
+        return IssueSummary(
+            get_job(conn, job.job_id) or job,
+            issue_counts_by_kind(conn, job.job_id),
+            list_issues(conn, job.job_id, limit=preview),
+        )
 
 
 def mark_failed(engine: Engine, job_id: str, error: str, *, only_running: bool = False) -> bool:

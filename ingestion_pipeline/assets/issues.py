@@ -14,8 +14,7 @@ from ingestion_pipeline.assets.common import (
     log_json,
 )
 from ingestion_pipeline.constants import IssueKind, JobStatus
-from ingestion_pipeline.db.import_jobs import get_job, issue_counts_by_kind, list_issues
-from ingestion_pipeline.importer import validate, write_review_file
+from ingestion_pipeline.importer import issue_summary, validate, write_review_file
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 
@@ -46,10 +45,8 @@ def import_issues(
             problem_rows=result.problem_rows,
             seconds=round(time.perf_counter() - started, 3),
         )
-    with engine.connect() as conn:
-        job = get_job(conn, job.job_id) or job
-        counts = issue_counts_by_kind(conn, job.job_id)
-        first_issues = list_issues(conn, job.job_id, limit=PREVIEW_ISSUES + 1)
+    summary = issue_summary(engine, job, PREVIEW_ISSUES + 1)
+    job = summary.job
     seconds = time.perf_counter() - started
     review_file = ""
     if job.status is JobStatus.NEEDS_REVIEW:
@@ -62,9 +59,9 @@ def import_issues(
             "status": job.status.value,
             "review_file": review_file,
             "issue_count": job.issue_count,
-            **{f"issues_{kind.value}": counts.get(kind.value, 0) for kind in IssueKind},
+            **{f"issues_{kind.value}": summary.counts.get(kind.value, 0) for kind in IssueKind},
             "seconds": round(seconds, 3),
             "rows_per_second": round((job.total_rows or 0) / seconds, 1) if seconds else 0.0,
-            "preview": issues_preview(first_issues, job.issue_count),
+            "preview": issues_preview(summary.first_issues, job.issue_count),
         }
     )

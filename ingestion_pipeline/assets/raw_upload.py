@@ -18,12 +18,12 @@ from ingestion_pipeline.assets.common import (
     log_json,
 )
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.import_jobs import update_job
 from ingestion_pipeline.importer import (
     MappingDecision,
     decide_mapping,
     mark_processing,
     record_mapping,
+    refuse_persons_file,
 )
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review_files import MappingFileError, mapping_key
@@ -83,8 +83,7 @@ def raw_upload(
             decision = decide_mapping(engine, zone, job)
         except MappingFileError as exc:
             # The file is fine; the person's mapping is not: the job keeps waiting.
-            with engine.begin() as conn:
-                update_job(conn, job.job_id, error=str(exc))
+            refuse_persons_file(engine, job.job_id, str(exc))
             raise Failure(
                 description=str(exc),
                 metadata={"job_id": job.job_id, "mapping_file": mapping_key(job.job_id)},

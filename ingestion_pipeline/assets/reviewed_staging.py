@@ -10,8 +10,7 @@ from ingestion_pipeline.assets.common import (
     log_json,
 )
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.import_jobs import update_job
-from ingestion_pipeline.importer import apply_review, mark_processing
+from ingestion_pipeline.importer import apply_review, mark_processing, refuse_persons_file
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review_files import DecisionFileError, decisions_key
 
@@ -38,8 +37,7 @@ def reviewed_staging(
             outcome = apply_review(engine, landing_zone.get_zone(), job)
         except DecisionFileError as exc:
             # The job is fine; the reviewer's file is not, so the job stays under review.
-            with engine.begin() as conn:
-                update_job(conn, job.job_id, status=JobStatus.NEEDS_REVIEW, error=str(exc))
+            refuse_persons_file(engine, job.job_id, str(exc), status=JobStatus.NEEDS_REVIEW)
             raise Failure(
                 description=str(exc),
                 metadata={"job_id": job.job_id, "decisions_file": decisions_key(job.job_id)},
