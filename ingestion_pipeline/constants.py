@@ -28,11 +28,12 @@ TAKES_DECISIONS = (
 
 
 class RowStatus(str, Enum):
-    """State of one staged data row."""
+    """State of one staged data row; a COMPLETED job's READY rows are the ones it loaded."""
 
     READY = "READY"
     ISSUE = "ISSUE"
     DISCARD = "DISCARD"
+    # Loaded, on rows of jobs completed before the job's status alone said so.
     SUCCESS = "SUCCESS"
 
 

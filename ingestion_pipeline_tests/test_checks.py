@@ -276,7 +276,7 @@ def test_status_check_fails_when_counts_contradict_completed(
         ),
         (
             {"status": "COMPLETED", "rows_pending": 1},
-            ["COMPLETED with 1 row(s) still READY or ISSUE"],
+            ["COMPLETED with 1 row(s) still in ISSUE"],
         ),
         ({"status": "NEEDS_REVIEW", "issue_count": 0}, ["NEEDS_REVIEW with no open issue"]),
         ({"status": "FAILED", "job_contacts": 3}, ["FAILED but 3 contact(s) already loaded"]),

@@ -155,7 +155,7 @@ def test_killed_during_validation_then_reprocess_killed_during_the_load(
     assert loaded(engine, "acme") == loaded(engine, "clean")
     assert scalar(
         engine,
-        "SELECT count(*) FROM staging_rows WHERE job_id = :j AND status = 'SUCCESS'",
+        "SELECT count(*) FROM staging_rows WHERE job_id = :j AND status = 'READY'",
         j=job_id,
     ) == ROWS - len(bad_rows)
 

@@ -96,7 +96,7 @@ def test_fix_discard_reprocess_until_completed_with_another_tenant_untouched(cli
         "SELECT row_number, status FROM staging_rows WHERE job_id = :j ORDER BY 1",
         j=job_id,
     )
-    assert statuses == [(1, "SUCCESS"), (2, "SUCCESS"), (3, "DISCARD"), (4, "SUCCESS")]
+    assert statuses == [(1, "READY"), (2, "READY"), (3, "DISCARD"), (4, "READY")]
     # Resolved issues stay for history.
     assert (
         scalar(engine, "SELECT count(*) FROM issues WHERE job_id = :j AND resolved", j=job_id) == 3

@@ -125,16 +125,25 @@ def job_contact_emails(conn: Connection, job_id: str, chunk_size: int) -> Iterat
         yield [tuple(row) for row in part]
 
 
+# A COMPLETED job loaded its READY rows (SUCCESS: rows of jobs loaded before that was a job-
+# level fact); any other job's READY and ISSUE rows wait.
+_PENDING_AND_LOADED = (
+    "(SELECT count(*) FILTER (WHERE s.status = 'ISSUE' "
+    "   OR (s.status = 'READY' AND j.status <> 'COMPLETED')) "
+    " FROM staging_rows s WHERE s.job_id = j.job_id) AS rows_pending, "
+    "(SELECT count(*) FILTER (WHERE s.status = 'SUCCESS' "
+    "   OR (s.status = 'READY' AND j.status = 'COMPLETED')) "
+    " FROM staging_rows s WHERE s.job_id = j.job_id) AS rows_loaded"
+)
+
+
 def status_figures(conn: Connection, job_id: str) -> dict[str, Any]:
     """The counts a job's status must agree with, in one statement."""
     row = conn.execute(
         sa.text(
             "SELECT j.status, coalesce(j.total_rows, 0) AS total_rows, j.processed_rows, "
             "j.issue_count, j.contacts_created, "
-            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
-            " AND s.status IN ('READY', 'ISSUE')) AS rows_pending, "
-            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
-            " AND s.status = 'SUCCESS') AS rows_loaded, "
+            f"{_PENDING_AND_LOADED}, "
             "(SELECT count(*) FROM contacts c WHERE c.job_id = j.job_id) AS job_contacts "
             "FROM import_jobs j WHERE j.job_id = :job_id"
         ),
@@ -156,7 +165,7 @@ def status_disagreements(figures: dict[str, Any]) -> list[str]:
                 f"of total_rows {figures['total_rows']}"
             )
         if figures["rows_pending"]:
-            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still READY or ISSUE")
+            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still in ISSUE")
         if not figures["contacts_created"] == figures["rows_loaded"] == figures["job_contacts"]:
             found.append(
                 f"contacts_created {figures['contacts_created']}, rows loaded "
@@ -177,10 +186,7 @@ def dataset_status_figures(conn: Connection, job_id: str, table: str) -> dict[st
         sa.text(
             "SELECT j.status, coalesce(j.total_rows, 0) AS total_rows, j.processed_rows, "
             "j.issue_count, j.rows_inserted, j.rows_updated, j.rows_unchanged, "
-            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
-            " AND s.status IN ('READY', 'ISSUE')) AS rows_pending, "
-            "(SELECT count(*) FROM staging_rows s WHERE s.job_id = j.job_id "
-            " AND s.status = 'SUCCESS') AS rows_loaded, "
+            f"{_PENDING_AND_LOADED}, "
             f"(SELECT count(*) FROM {table} t WHERE t.job_id = j.job_id) AS rows_of_job "
             "FROM import_jobs j WHERE j.job_id = :job_id"
         ),
@@ -198,7 +204,7 @@ def dataset_status_disagreements(figures: dict[str, Any]) -> list[str]:
         if figures["issue_count"]:
             found.append(f"COMPLETED with {figures['issue_count']} open issue(s)")
         if figures["rows_pending"]:
-            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still READY or ISSUE")
+            found.append(f"COMPLETED with {figures['rows_pending']} row(s) still in ISSUE")
         if written + figures["rows_unchanged"] != figures["rows_loaded"]:
             found.append(
                 f"inserted {figures['rows_inserted']} + updated {figures['rows_updated']} + "

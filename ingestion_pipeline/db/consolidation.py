@@ -32,8 +32,10 @@ _INSERT_CONTACTS = sa.text(
     ORDER BY email_normalized
     """
 )
-_MARK_SUCCESS = sa.text(
-    "UPDATE staging_rows SET status = 'SUCCESS' WHERE job_id = :job_id AND status = 'READY'"
+# A COMPLETED job's READY rows are the rows it loaded: a job-level fact, so the load does not
+# rewrite every staged row to say it again (rows of jobs loaded before this say SUCCESS).
+_READY_ROWS = sa.text(
+    "SELECT count(*) FROM staging_rows WHERE job_id = :job_id AND status = 'READY'"
 )
 
 
@@ -142,7 +144,8 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
         updated = 0
     else:
         inserted, updated = conn.execute(sa.text(_merge_sql(dataset)), params).one()
-    ready = conn.execute(_MARK_SUCCESS, {"job_id": job_id}).rowcount
+    # A plain INSERT of contacts wrote every READY row or raised; the other policies count.
+    ready = inserted if dataset.staged_in_columns else conn.scalar(_READY_ROWS, params)
     if dataset.merge is MergePolicy.INSERT and inserted != ready:
         raise ConsolidationConflictError(
             f"{ready - inserted} row(s) of {job_id} met {dataset.name} rows created "
