@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +311,15 @@ class ServiceProcess:
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"serve did not answer: {log_path.read_text()[-2000:]}")
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The process stopped (SIGSTOP) meanwhile: it delivers no webhook of its own."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         self.proc.terminate()
