@@ -311,7 +311,9 @@ def dismiss_welcome(driver) -> None:
 def test_asset_graph_checks_and_issue_preview_in_the_browser(dagster_dev, backfilled, browser):
     # With every dataset's group in the code location, the lineage page shows the groups
     # collapsed; the contacts asset's upstream lineage shows the import's chain.
-    browser.get(f"{dagster_dev.url}/assets/contacts?view=lineage&lineageScope=upstream")
+    browser.get(
+        f"{dagster_dev.url}/assets/contacts?view=lineage&lineageScope=upstream&lineageDepth=4"
+    )
     wait_for_text(browser, *ASSETS)
     dismiss_welcome(browser)
     time.sleep(2)  # the graph lays itself out after the dialog closes
