@@ -21,16 +21,17 @@ def dataset_assets(dataset: Dataset, parents: list[Any]) -> dict[str, Any]:
     """The dataset's import assets by stage name, its table (named after it) last; `parents`
     are the tables of the datasets it references."""
     built: dict[str, Any] = {}
+    previous: list[Any] = []
     for name in STAGES:
         step = STEPS[name]
-        deps = [built[STAGES[STAGES.index(name) - 1]]] if built else []
         built[name] = import_asset(
             dataset.name,
             name=name,
             key_prefix=step_key_prefix(dataset.name),
-            deps=deps,
+            deps=previous,
             **step.options,
         )(step.compute)
+        previous = [built[name]]
     built[dataset.table] = table_asset(dataset, built["import_issues"], parents)
     return built
 

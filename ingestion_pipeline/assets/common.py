@@ -107,7 +107,7 @@ class Step:
     options: dict[str, Any]
 
 
-# The stages in pipeline order, each after the one before it (see assets/__init__.py).
+# The stages by name; assets/__init__.py (STAGES) puts them in pipeline order.
 STEPS: dict[str, Step] = {}
 
 
