@@ -12,6 +12,7 @@ import pytest
 from ingestion_pipeline.datasets import DATASETS
 from ingestion_pipeline.reading import UnreadableFileError, chunk_columns, open_upload
 from ingestion_pipeline.reading.mapping import ColumnMapping, MappingError, person_mapping
+from ingestion_pipeline.reading.records import ARROW_BLOCK_BYTES
 
 SHOP_CUSTOMERS = DATASETS["customers"]
 SHOP_ORDERS = DATASETS["orders"]
@@ -143,12 +144,19 @@ def test_comma_in_semicolon_header_does_not_fool_the_delimiter_choice():
     assert records(frame)[0]["extra"] == {"notes, misc": "x, y"}
 
 
-def test_chunks_are_bounded_and_record_numbers_continue_across_chunks():
+@pytest.mark.parametrize(
+    ("block_bytes", "sizes"),
+    # Arrow cuts whole chunks below the header; the strict reader counts the header in chunk one.
+    [(ARROW_BLOCK_BYTES, [10, 10, 5]), (0, [9, 10, 6])],
+    ids=["arrow", "strict"],
+)
+def test_chunks_are_bounded_and_record_numbers_continue_across_chunks(block_bytes, sizes):
     body = "".join(f"u{i}@x.io,F{i},L{i},C\n" for i in range(1, 26))
     data = ("email,first_name,last_name,company\n" + body).encode()
     source = open_upload(io.BytesIO(data), "many.csv")
+    source.arrow_block_bytes = block_bytes
     chunks = list(source.chunks(10))
-    assert [len(c.frame) for c in chunks] == [9, 10, 6]  # the header counts against chunk one
+    assert [len(c.frame) for c in chunks] == sizes
     numbers = pd.concat([c.frame["row_number"] for c in chunks]).tolist()
     assert numbers == list(range(1, 26))
     assert chunks[-1].bytes_read == len(data)
@@ -394,3 +402,73 @@ def test_an_orders_mapping_lists_its_own_missing_required_fields_and_needs_no_em
     assert (fixed.fields["customer_id"], fixed.dataset, fixed.unmapped) == (["cust"], "orders", [])
     with pytest.raises(MappingError, match="unknown field 'first_name'"):
         person_mapping(source.format.header, {"first_name": "cust"}, source.suggestion)
+
+
+HEADER = b"email,first_name,last_name,company,notes\n"
+ROWS = b"".join(b"u%d@x.io,F%d,L%d,Acme,n%d\n" % (i, i, i, i) for i in range(1, 40))
+# Files a strict reader and Arrow must read alike, each with its trouble in the middle so that
+# Arrow reads blocks before it and the strict reader the rest.
+SAME_RECORDS = {
+    "plain": HEADER + ROWS,
+    "quoted": HEADER
+    + ROWS
+    + b'"q@x.io","Ann ""Nan""","Lee, Jr","Acme\r\nInc","multi\nline"\r\n'
+    + b'"",,,,\n'
+    + ROWS,
+    "blank and delimiter-only lines": HEADER + ROWS + b"\n\n,,,,\n ,  , , ,\n" + ROWS,
+    "spaces-only line": HEADER + ROWS + b"   \n" + ROWS,
+    "footer-like line between data": HEADER + ROWS + b"Total,,,,\n" + ROWS + b"Total,78,,,\n",
+    "ragged records": HEADER + ROWS + b"r@x.io,R\nr2@x.io,R,L,C,N,past\n" + ROWS,
+    "quote inside an unquoted field": HEADER + ROWS + b'o@x.io,Ann,O"Neil,Acme,\n' + ROWS,
+    "NUL byte": HEADER + ROWS + b"nul@x.io,A\x00B,L,C,\n" + ROWS,
+    "notes above the header and a BOM": codecs.BOM_UTF8
+    + b'Export of "contacts"\n\n'
+    + HEADER
+    + ROWS,
+    "semicolons": HEADER.replace(b",", b";") + ROWS.replace(b",", b";") + b'"a;b@x.io";"x"\n',
+    "no final line feed": HEADER + ROWS + b"last@x.io,L,L,L,L",
+    "CR line endings in the middle": HEADER + ROWS + ROWS.replace(b"\n", b"\r") + ROWS,
+    "text after a closing quote": HEADER + ROWS + b'"bad"x@x.io,A,B,C,\n' + ROWS,
+    "unterminated quote": HEADER + ROWS + b'open@x.io,"Ann,L,C,\n' + ROWS,
+    "invalid UTF-8": HEADER + ROWS * 3 + b"bad@x.io,Zo\xeb,L,C,\n" + ROWS,
+    "ASCII sample, cp1252 later": HEADER + ROWS * 300 + b"cp@x.io,Zo\xeb,L,C,\n" + ROWS,
+}
+
+
+def read_with(data: bytes, block_bytes: int):
+    """Every chunk's frame, the footer and where the strict reader started, or the error."""
+    source = open_upload(io.BytesIO(data), "same.csv")
+    source.arrow_block_bytes = block_bytes
+    try:
+        frames = [chunk.frame for chunk in source.chunks(7 if len(data) < 10_000 else 1000)]
+    except UnreadableFileError as exc:
+        return str(exc), None, None
+    return pd.concat(frames, ignore_index=True), source.footer, source.strict_from
+
+
+@pytest.mark.parametrize("data", SAME_RECORDS.values(), ids=SAME_RECORDS.keys())
+def test_arrow_blocks_and_the_strict_reader_read_the_same_records(data):
+    strict, strict_footer, _ = read_with(data, 0)
+    # Blocks of about one record, of several, and of a whole (small) file.
+    for block_bytes in (max(64, len(data) // 100), 700, ARROW_BLOCK_BYTES):
+        found, footer, _ = read_with(data, block_bytes)
+        if isinstance(strict, str):
+            assert found == strict
+        else:
+            pd.testing.assert_frame_equal(found, strict)
+            assert footer == strict_footer
+
+
+def test_arrow_reads_well_formed_files_and_hands_the_rest_to_the_strict_reader_where_unsure():
+    assert read_with(SAME_RECORDS["quoted"], 64)[2] is None
+    assert read_with(SAME_RECORDS["notes above the header and a BOM"], 64)[2] is None
+    assert read_with(SAME_RECORDS["footer-like line between data"], 64)[2] is None
+    # Arrow read the first 39 records; the strict reader the ragged ones and the rest.
+    frame, _, strict_from = read_with(SAME_RECORDS["ragged records"], 64)
+    assert 1 < strict_from <= 40
+    assert frame["record_problem"].dropna().tolist() == ["2/5", "6/5"]
+    message = read_with(SAME_RECORDS["text after a closing quote"], 64)[0]
+    assert message == (
+        "same.csv, record 40 (line 41): a closing quote is followed by more text; a quote "
+        'inside a quoted field is written twice ("")'
+    )

@@ -9,9 +9,13 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, BinaryIO
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ingestion_pipeline.constants import EMAIL, FIRST_NAME, FULL_NAME, LAST_NAME
 from ingestion_pipeline.datasets import CONTACTS, Dataset
@@ -89,6 +93,45 @@ class Chunk:
     bytes_read: int
 
 
+@dataclass
+class Records:
+    """Records as read, before the mapping: cells stripped (blank ones None) in columns
+    0..n-1, blank records dropped, each numbered; `fields` holds how many fields each record
+    had when they do not all match the header."""
+
+    cells: pd.DataFrame
+    row_number: np.ndarray
+    fields: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def take(self, start: int, stop: int) -> Records:
+        fields = None if self.fields is None else self.fields[start:stop]
+        cells = self.cells.iloc[start:stop].reset_index(drop=True)
+        return Records(cells, self.row_number[start:stop], fields)
+
+    def then(self, later: Records, width: int) -> Records:
+        """These records followed by `later`'s."""
+        fields = None
+        if self.fields is not None or later.fields is not None:
+            fields = np.concatenate(
+                [
+                    part.fields if part.fields is not None else np.full(len(part), width)
+                    for part in (self, later)
+                ]
+            )
+        return Records(
+            pd.concat([self.cells, later.cells], ignore_index=True),
+            np.concatenate([self.row_number, later.row_number]),
+            fields,
+        )
+
+    def record(self, position: int) -> list[str]:
+        """One record's cells as text ("" for a blank cell)."""
+        return ["" if pd.isna(v) else v for v in self.cells.iloc[position].tolist()]
+
+
 # A record after the data that is not data: summary lines ("Total", "Grand Total", a count) or
 # a legal line. Only a trailing run of such records with no email (no key) is a footer.
 _SUMMARY_WORD = re.compile(
@@ -96,6 +139,11 @@ _SUMMARY_WORD = re.compile(
     r"count|anzahl|sum|record\s+count|rows?)\b",
     re.IGNORECASE,
 )
+
+
+# A member with a null value in a JSON object of text values: a string before ':null' can only
+# be a key, since every quote inside a string is escaped.
+_NULL_MEMBER = re.compile(r',"(?:[^"\\]|\\.)*":null|"(?:[^"\\]|\\.)*":null,')
 
 
 class TabularFile:
@@ -113,7 +161,10 @@ class TabularFile:
     position_name = "line"
 
     def _start(self) -> None:
+        # records_read counts the records handed out in chunks; _numbered the records read
+        # (a held footer line included), which numbers them and the errors met while reading.
         self.records_read = 0
+        self._numbered = 0
         self.footer: list[str] = []
         header, samples = self.format.header, self.format.samples
         self.suggestion: ColumnMapping = suggest_mapping(header, samples, self.dataset)
@@ -138,24 +189,62 @@ class TabularFile:
     def _batches(self, size: int) -> Iterator[list[list[str]]]:
         raise NotImplementedError
 
-    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
-        """Yield chunks of at most `chunk_size` records; blank lines are not records."""
-        skip = self.format.header_index + 1
-        held: list[list[str]] = []
-        for batch in self._batches(chunk_size):
+    def _record_batches(self, size: int) -> Iterator[Records]:
+        """The records below the header, in batches of at most `size`."""
+        return self._records_of(self._batches(size), self.format.header_index + 1)
+
+    def _records_of(self, batches: Iterator[list[list[str]]], skip: int) -> Iterator[Records]:
+        """Batches of raw records as Records, the first `skip` records left out."""
+        for batch in batches:
             if skip:
                 taken = min(skip, len(batch))
                 batch, skip = batch[taken:], skip - taken
-            records = held + [r for r in batch if any(c.strip() for c in r)]
+            records = [r for r in batch if any(c.strip() for c in r)]
+            if not records:
+                continue
+            with records_from(self.file_name, self._numbered + 1):
+                found = self._records(self._prepare_records(records))
+            if len(found):
+                yield found
+
+    def _records(self, records: list[list[str]]) -> Records:
+        width = len(self.format.header)
+        lengths = set(map(len, records))
+        fields = None
+        if lengths != {width}:
+            fields = np.array([len(r) for r in records], dtype="int64")
+            longest = max(lengths)
+            records = [r + [""] * (longest - len(r)) for r in records]
+        return self._numbered_records(pd.DataFrame(records, dtype="str"), fields)
+
+    def _numbered_records(self, cells: pd.DataFrame, fields: np.ndarray | None) -> Records:
+        cells = cells.apply(lambda s: s.str.strip()).replace("", None)
+        # A line of nothing but delimiters or spaces is a blank line too.
+        keep = cells.notna().any(axis=1).to_numpy()
+        if not keep.all():
+            cells = cells[keep].reset_index(drop=True)
+            fields = None if fields is None else fields[keep]
+        start = self._numbered + 1
+        self._numbered += len(cells)
+        return Records(cells, np.arange(start, start + len(cells), dtype="int64"), fields)
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        """Yield chunks of at most `chunk_size` records; blank lines are not records."""
+        width = len(self.format.header)
+        held: Records | None = None
+        for found in self._record_batches(chunk_size):
+            records = found if held is None else held.then(found, width)
             cut = len(records)
-            while cut and self._footer_like(records[cut - 1]):
+            while cut and self._footer_like(records.record(cut - 1)):
                 cut -= 1
-            records, held = records[:cut], records[cut:]
-            with records_from(self.file_name, self.records_read + 1):
+            records, held = records.take(0, cut), records.take(cut, len(records))
+            if not len(records):
+                continue
+            with records_from(self.file_name, int(records.row_number[0])):
                 frame = self._frame(records)
-            if len(frame):
-                yield Chunk(frame=frame, bytes_read=self.bytes_read)
-        self.footer = [" ".join(c.strip() for c in r if c.strip()) for r in held]
+            yield Chunk(frame=frame, bytes_read=self.bytes_read)
+        if held is not None:
+            self.footer = [" ".join(c for c in held.record(i) if c) for i in range(len(held))]
 
     def _footer_like(self, record: list[str]) -> bool:
         """A record that may be a footer: no email address (another dataset: its key column
@@ -179,26 +268,11 @@ class TabularFile:
     def _prepare_records(self, records: list[list[str]]) -> list[list[str]]:
         return records
 
-    def _frame(self, records: list[list[str]]) -> pd.DataFrame:
+    def _frame(self, records: Records) -> pd.DataFrame:
         width = len(self.format.header)
-        if not records:
-            columns = chunk_columns(self.dataset)
-            return pd.DataFrame({name: pd.Series(dtype="str") for name in columns})
-        records = self._prepare_records(records)
-        lengths = set(map(len, records))
-        fields = None
-        if lengths != {width}:
-            fields = pd.Series([len(r) for r in records], dtype="int64")
-            longest = max(lengths)
-            records = [r + [""] * (longest - len(r)) for r in records]
-        raw = pd.DataFrame(records, dtype="str")
-        raw = raw.apply(lambda s: s.str.strip()).replace("", None)
-        # A line of nothing but delimiters or spaces is a blank line too.
-        keep = raw.notna().any(axis=1)
-        raw = raw[keep].reset_index(drop=True)
+        raw = records.cells
         out = pd.DataFrame(index=raw.index)
-        start = self.records_read + 1
-        out["row_number"] = pd.RangeIndex(start, start + len(raw))
+        out["row_number"] = records.row_number
         self.records_read += len(raw)
         for name in self.dataset.field_names:
             out[name] = self._first_filled(raw, self._positions.get(name, ()))
@@ -222,15 +296,18 @@ class TabularFile:
         if extra_cols and len(extras.columns):
             has_any = extras.notna().any(axis=1)
             lines = extras.to_json(orient="records", lines=True, force_ascii=False)
+            if extras[has_any].isna().any(axis=None):
+                # A blank cell adds no key, whichever chunk its row fell in.
+                lines = _NULL_MEMBER.sub("", lines)
             out["extra"] = pd.Series(lines.splitlines(), index=raw.index, dtype="str").where(
                 has_any, None
             )
         else:
             out["extra"] = pd.Series(None, index=raw.index, dtype="str")
-        if fields is not None:
+        if records.fields is not None:
             # Fewer fields than the header, or values past it (trailing delimiters are fine):
             # the record is kept, with an issue saying its fields do not line up.
-            fields = fields[keep.to_numpy()].reset_index(drop=True)
+            fields = pd.Series(records.fields, index=raw.index)
             past = raw[[i for i in raw.columns if i >= width]].notna().any(axis=1)
             ragged = (fields < width) | past
             if ragged.any():
@@ -250,7 +327,14 @@ class TabularFile:
 
 
 class DelimitedFile(TabularFile):
-    """An open delimited text file: its detected format and an iterator over record chunks."""
+    """An open delimited text file: its detected format and an iterator over record chunks.
+
+    A UTF-8 file is parsed by Arrow's CSV reader in blocks of whole records, each block only
+    after a scan shows its quoting is well formed; from the first block that is not (or that
+    Arrow refuses: ragged records, bytes that are not UTF-8, a record longer than a block) to
+    the end, Python's strict reader takes over, which names the line of any error. Both give
+    the same records for the same bytes.
+    """
 
     def __init__(
         self,
@@ -266,17 +350,17 @@ class DelimitedFile(TabularFile):
             counter = ByteCounter(stream)
             stream = io.BufferedReader(counter)
         self._counter = counter
-        head = _read_at_least(stream, SAMPLE_BYTES)
+        self._stream = stream
+        self._head = _read_at_least(stream, SAMPLE_BYTES)
         self.format = detect_format(
-            head, file_name, complete=len(head) < SAMPLE_BYTES, dataset=dataset
-        )
-        self._text = io.TextIOWrapper(
-            io.BufferedReader(PrefixedReader(head, stream), buffer_size=1024 * 1024),
-            encoding=self.format.encoding,
-            errors=_ESCAPE_HANDLER,
-            newline="",
+            self._head, file_name, complete=len(self._head) < SAMPLE_BYTES, dataset=dataset
         )
         self._escapes_seen = _escapes[0]
+        # Lines consumed before the strict reader took over, for the line numbers it reports.
+        self._line_base = 0
+        self.arrow_block_bytes = ARROW_BLOCK_BYTES
+        # The record from which Python's strict reader read the file (None: Arrow read it all).
+        self.strict_from: int | None = None
         self._start()
 
     @property
@@ -284,18 +368,37 @@ class DelimitedFile(TabularFile):
         """Bytes taken from the stored object so far (read-ahead included)."""
         return self._counter.count
 
+    def _record_batches(self, size: int) -> Iterator[Records]:
+        if self.format.encoding not in ("utf-8", "utf-8-sig") or not self.arrow_block_bytes:
+            self.strict_from = 1
+            return super()._record_batches(size)
+        return self._arrow_record_batches(size)
+
     def _batches(self, size: int) -> Iterator[list[list[str]]]:
+        return self._strict_batches(
+            self._head, self.format.encoding, size, self.format.header_index + 1
+        )
+
+    def _strict_batches(
+        self, prefix: bytes, encoding: str, size: int, skip: int
+    ) -> Iterator[list[list[str]]]:
+        """Python's strict reader over `prefix` and the rest of the stream, whose first `skip`
+        records are above the header."""
+        text = io.TextIOWrapper(
+            io.BufferedReader(PrefixedReader(prefix, self._stream), buffer_size=1024 * 1024),
+            encoding=encoding,
+            errors=_ESCAPE_HANDLER,
+            newline="",
+        )
         # strict: a quote left open or a stray character after a closing quote is an error
         # naming its line, not a silent merge of the rest of the file into one field.
-        fmt = self.format
         reader = csv.reader(
-            bounded_lines(self._text),
-            delimiter=fmt.delimiter,
+            bounded_lines(text),
+            delimiter=self.format.delimiter,
             quotechar='"',
             doublequote=True,
             strict=True,
         )
-        skip = fmt.header_index + 1
         while True:
             batch = self._read_batch(reader, size, skip)
             if not batch:
@@ -315,13 +418,56 @@ class DelimitedFile(TabularFile):
                     break
         except (csv.Error, LineTooLongError) as exc:
             done = sum(1 for r in batch[skip:] if any(c.strip() for c in r))
+            line = exc.line if isinstance(exc, LineTooLongError) else end_line + 1
             raise UnreadableFileError(
                 self.file_name,
                 _describe_csv_error(exc) if isinstance(exc, csv.Error) else str(exc),
-                record=self.records_read + done + 1,
-                line=exc.line if isinstance(exc, LineTooLongError) else end_line + 1,
+                record=self._numbered + done + 1,
+                line=self._line_base + line,
             ) from exc
         return batch
+
+    def _arrow_record_batches(self, size: int) -> Iterator[Records]:
+        """Blocks of whole records parsed by Arrow, until one is not plainly well formed;
+        from there on, the strict reader's batches."""
+        buffer = self._head
+        if self.format.encoding == "utf-8-sig" and buffer.startswith(codecs.BOM_UTF8):
+            buffer = buffer[len(codecs.BOM_UTF8) :]
+        start = _records_end(buffer, self.format.header_index + 1)
+        if start is None or _line_breaks(buffer[:start]) != buffer[:start].count(b"\n"):
+            # A header Arrow's block cutting cannot find by line feeds: all strict.
+            self.strict_from = 1
+            yield from super()._record_batches(size)
+            return
+        self._line_base = _line_breaks(buffer[:start])
+        buffer = buffer[start:]
+        end_of_file = False
+        delimiter = self.format.delimiter.encode()
+        while True:
+            while not end_of_file and len(buffer) < self.arrow_block_bytes:
+                more = self._stream.read(self.arrow_block_bytes)
+                end_of_file = not more
+                buffer += more
+            if not buffer:
+                return
+            block = self.arrow_block_bytes
+            if end_of_file and len(buffer) <= block:
+                cut: int | None = len(buffer)
+            else:
+                cut = _last_record_end(buffer, block)
+            cells = None
+            if cut:
+                cells = _arrow_cells(buffer[:cut], delimiter, len(self.format.header))
+            if cells is None:
+                self.strict_from = self._numbered + 1
+                yield from self._records_of(self._strict_batches(buffer, "utf-8", size, 0), 0)
+                return
+            self._line_base += _line_breaks(buffer[:cut])
+            buffer = buffer[cut:]
+            for first in range(0, len(cells), size):
+                found = self._numbered_records(cells.iloc[first : first + size], None)
+                if len(found):
+                    yield found
 
     def _prepare_records(self, records: list[list[str]]) -> list[list[str]]:
         if _escapes[0] != self._escapes_seen:
@@ -346,10 +492,93 @@ class DelimitedFile(TabularFile):
                 raise UnreadableFileError(
                     self.file_name,
                     f"invalid {self.format.encoding} bytes ({escaped!r} in {name})",
-                    record=self.records_read + position + 1 - blank,
+                    record=self._numbered + position + 1 - blank,
                 )
             repaired.append([_redecode(cell, fallback) for cell in record])
         return repaired
+
+
+# Arrow parses this many bytes of whole records at a time (a few chunks' worth at most).
+ARROW_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def _line_breaks(data: bytes) -> int:
+    """Line breaks as Python's reader counts lines: LF, CRLF and a lone CR."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def _records_end(data: bytes, records: int) -> int | None:
+    """The offset just past the first `records` lines that end outside quotes, if found."""
+    position = quotes = 0
+    for _ in range(records):
+        while True:
+            feed = data.find(b"\n", position)
+            if feed < 0:
+                return None
+            quotes += data.count(b'"', position, feed)
+            position = feed + 1
+            if quotes % 2 == 0:
+                break
+    return position
+
+
+def _last_record_end(data: bytes, limit: int) -> int | None:
+    """The offset just past the last line feed in the first `limit` bytes of `data` that is
+    outside quotes (an even count of quote characters before it; doubled quotes count two)."""
+    end = min(limit, len(data))
+    quotes = data.count(b'"', 0, end)
+    while True:
+        feed = data.rfind(b"\n", 0, end)
+        if feed < 0:
+            return None
+        quotes -= data.count(b'"', feed, end)
+        if quotes % 2 == 0:
+            return feed + 1
+        end = feed
+
+
+@cache
+def _quoted_field(delimiter: bytes) -> re.Pattern[bytes]:
+    """A quoted field that starts a field and is closed where a field ends, its quotes doubled
+    inside: the only place a strict reader allows a quote character (besides the middle of an
+    unquoted field, which Arrow reads the same way but which goes to the strict reader too)."""
+    d = re.escape(delimiter)
+    # The pattern starts with the quote (the engine then jumps from quote to quote); the
+    # lookbehind then checks the character before it.
+    return re.compile(rb'"(?<![^' + d + rb'\r\n]")[^"]*(?:""[^"]*)*"(?=[' + d + rb"\r\n]|\Z)")
+
+
+def _arrow_cells(block: bytes, delimiter: bytes, width: int) -> pd.DataFrame | None:
+    """A block of whole records parsed by Arrow as columns 0..width-1 of text; None when a
+    strict reader might read it otherwise or Arrow refuses it."""
+    if b'"' in block and b'"' in _quoted_field(delimiter).sub(b"", block):
+        return None
+    names = [str(i) for i in range(width)]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(block),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=len(block) + 1
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter.decode(),
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=True,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    cells = table.to_pandas()
+    cells.columns = range(width)
+    return cells
 
 
 def _describe_csv_error(exc: csv.Error) -> str:
