@@ -18,5 +18,9 @@ def normalize_text(value: str | None) -> str | None:
 
 def normalize_series(values: pd.Series) -> pd.Series:
     """normalize_text over a column, vectorized."""
-    text = values.astype("str").str.strip().str.normalize("NFC")
+    text = values.astype("str").str.strip()
+    # ASCII text is NFC already; normalizing goes value by value in Python, so only the rest.
+    other = ~text.str.isascii().fillna(True).astype(bool)
+    if other.any():
+        text = text.mask(other, text[other].str.normalize("NFC"))
     return text.mask(text == "", None)

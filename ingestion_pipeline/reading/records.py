@@ -499,7 +499,7 @@ class DelimitedFile(TabularFile):
 
 
 # Arrow parses this many bytes of whole records at a time (a few chunks' worth at most).
-ARROW_BLOCK_BYTES = 8 * 1024 * 1024
+ARROW_BLOCK_BYTES = 4 * 1024 * 1024
 
 
 def _line_breaks(data: bytes) -> int:
