@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo dev serve test test-fast lint format bench bench-peers db-stop clean
+.PHONY: help install browser demo dev serve test test-fast lint format bench bench-peers explain db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ test-fast: install ## The inner loop: every test but the browser, daemon and cra
 BENCH_ARGS ?=
 bench: install ## Benchmark the import against COPY of the same file (BENCH_ARGS="--rows N")
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+explain: install ## Every statement over 100 ms of a 1M import and reprocess, with its plan
+	$(BIN)/python benchmarks/explain.py $(BENCH_ARGS)
 
 # Peers run in a virtual environment of their own, so their dependencies never meet ours.
 PEERS := .venv-peers

@@ -187,13 +187,13 @@ def test_interrupted_staging_resumes_without_duplicates(
         pass
 
     def crash_after_two_chunks(progress: StageProgress) -> None:
-        if progress.rows_read >= 999:  # chunks of 499 (after the header) and 500
+        if progress.rows_read >= 1000:  # two chunks of 500
             raise Crash
 
     with pytest.raises(Crash):
         stage_upload(engine, local_zone, crashed_job, 500, crash_after_two_chunks)
-    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 999
-    assert job(engine, job_id).processed_rows == 999
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 1000
+    assert job(engine, job_id).processed_rows == 1000
 
     monkeypatch.setenv("IMPORT_CHUNK_SIZE", "700")  # other chunk edges than the crashed run
     result = run_job(instance, resources, job_id, "acme")
@@ -203,7 +203,7 @@ def test_interrupted_staging_resumes_without_duplicates(
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 2500
     assert scalar(engine, "SELECT count(*) FROM contacts") == 2500
     meta = result.asset_materializations_for_node("staging_rows")[0].metadata
-    assert meta["rows_skipped_on_resume"].value == 999
+    assert meta["rows_skipped_on_resume"].value == 1000
     assert meta["route"].value.startswith("resume")
 
 
