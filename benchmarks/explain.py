@@ -141,6 +141,8 @@ def main() -> None:
         engine = get_engine(url)
         seed_contacts(engine, args.existing, args.rows)
         plans = has_auto_explain(url)
+        # Connections already pooled were opened without the options below.
+        engine.dispose()
         os.environ.update(
             DATABASE_URL=url,
             LANDING_ZONE=tempfile.mkdtemp(prefix="explain-landing-"),

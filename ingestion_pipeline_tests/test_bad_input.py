@@ -263,7 +263,7 @@ def test_a_deterministic_error_while_preparing_records_fails_once_naming_file_an
     assert not result.success
     assert job.status == "FAILED"
     assert job.error == (
-        "b.csv, record 100: the records from here on could not be prepared: ValueError: "
+        "b.csv, record 101: the records from here on could not be prepared: ValueError: "
         "Length of values (1) does not match length of index (2)"
     )
     retries = instance.get_records_for_run(

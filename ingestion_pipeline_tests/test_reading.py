@@ -5,14 +5,16 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import random
 
 import pandas as pd
 import pytest
 
 from ingestion_pipeline.datasets import DATASETS
+from ingestion_pipeline.db.staging import data_json
 from ingestion_pipeline.reading import UnreadableFileError, chunk_columns, open_upload
 from ingestion_pipeline.reading.mapping import ColumnMapping, MappingError, person_mapping
-from ingestion_pipeline.reading.records import ARROW_BLOCK_BYTES
+from ingestion_pipeline.reading.records import ARROW_BLOCK_BYTES, json_objects
 
 SHOP_CUSTOMERS = DATASETS["customers"]
 SHOP_ORDERS = DATASETS["orders"]
@@ -472,3 +474,29 @@ def test_arrow_reads_well_formed_files_and_hands_the_rest_to_the_strict_reader_w
         "same.csv, record 40 (line 41): a closing quote is followed by more text; a quote "
         'inside a quoted field is written twice ("")'
     )
+
+
+def test_extra_columns_become_json_objects_of_their_non_blank_values():
+    values = [None, "a", 'q"uote', "back\\slash", "sl/ash", "ünï", "😀", "tab\there", "nl\nx"]
+    values += ["\u2028", "", "x" * 50, "\x00"]
+    rng = random.Random(3)
+    for _ in range(200):
+        names = rng.choice([["notes"], ["a", "b"], ['we"ird', "x\\y", "ü"]])
+        size = rng.randint(1, 30)
+        frame = pd.DataFrame(
+            {n: pd.Series([rng.choice(values) for _ in range(size)], dtype="str") for n in names}
+        )
+        found = json_objects(frame)
+        assert str(found.dtype) == "str"
+        for i in range(size):
+            expected = {n: frame[n].iloc[i] for n in names if not pd.isna(frame[n].iloc[i])}
+            if expected:
+                assert json.loads(found.iloc[i]) == expected
+            else:
+                assert pd.isna(found.iloc[i])
+
+
+def test_json_lines_split_at_line_feeds_only():
+    frame = pd.DataFrame({"note": ["a\u2028b", "c\u0085d", "e\nf"]})
+    lines = data_json(frame)
+    assert [json.loads(line)["note"] for line in lines] == ["a\u2028b", "c\u0085d", "e\nf"]

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import IssueKind, RowStatus
 from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.reading.records import json_lines
 from ingestion_pipeline.schemas import judge_rows
 
 CONTACTS_COPY_COLUMNS: tuple[str, ...] = (
@@ -65,7 +66,7 @@ def _without_nul(out: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
 def data_json(values: pd.DataFrame) -> pd.Series:
     """Each row's fields as one JSON object of text values (null where missing): what
     staging_rows.data holds for every dataset but contacts."""
-    lines = values.to_json(orient="records", lines=True, force_ascii=False).splitlines()
+    lines = json_lines(values.to_json(orient="records", lines=True, force_ascii=False))
     return pd.Series(lines, index=values.index, dtype="str")
 
 

@@ -267,8 +267,9 @@ _MARK_ROWS = sa.text(
 )
 
 WORK_MEM = "256MB"
-# A job writing this many problem rows refreshes the statistics of what it wrote.
-ANALYZE_AFTER_ROWS = 10_000
+# A job writing this many problem rows refreshes the statistics of what it wrote (a burst of
+# small files does not; a few thousand rows are enough to make a nested loop costly).
+ANALYZE_AFTER_ROWS = 1_000
 
 _COUNT_OPEN = sa.text("SELECT count(*) FROM issues WHERE job_id = :job_id AND NOT resolved")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ingestion_pipeline.constants import EMAIL, FIRST_NAME, FULL_NAME, LAST_NAME
@@ -144,6 +146,45 @@ _SUMMARY_WORD = re.compile(
 # A member with a null value in a JSON object of text values: a string before ':null' can only
 # be a key, since every quote inside a string is escaped.
 _NULL_MEMBER = re.compile(r',"(?:[^"\\]|\\.)*":null|"(?:[^"\\]|\\.)*":null,')
+
+
+def json_lines(text: str) -> list[str]:
+    """The records of JSON Lines text: split at line feeds only (JSON escapes those inside
+    strings, but not U+2028 and the other breaks str.splitlines also splits at)."""
+    return text.removesuffix("\n").split("\n")
+
+
+def json_objects(values: pd.DataFrame) -> pd.Series:
+    """Each row's non-blank values as one JSON object of text (None where all are blank): a
+    blank cell adds no key, whichever chunk its row fell in."""
+    has_any = values.notna().any(axis=1)
+    columns = [pa.array(values[name], type=pa.large_string()) for name in values.columns]
+    if any(pc.any(pc.match_substring_regex(c, "[\\x00-\\x1f]")).as_py() for c in columns):
+        # Control characters take JSON's \u escapes: pandas writes those.
+        lines = values.to_json(orient="records", lines=True, force_ascii=False)
+        lines = _NULL_MEMBER.sub("", lines)
+        return pd.Series(json_lines(lines), index=values.index, dtype="str").where(has_any, None)
+
+    def text(value: str) -> pa.Scalar:
+        return pa.scalar(value, type=pa.large_string())
+
+    # Members joined one column at a time, a comma only between two present ones (pyarrow's
+    # null_handling="skip" drops whole rows when given one column).
+    joined = pa.repeat(text(""), len(values))
+    for name, column in zip(values.columns, columns, strict=True):
+        escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+        key = json.dumps(str(name), ensure_ascii=False)
+        member = pc.binary_join_element_wise(text(f'{key}:"'), escaped, text('"'), text(""))
+        present = pc.is_valid(member)
+        comma = pc.if_else(pc.and_(present, pc.not_equal(joined, text(""))), text(","), text(""))
+        member = pc.fill_null(member, text(""))
+        joined = pc.binary_join_element_wise(joined, comma, member, text(""))
+    objects = pc.binary_join_element_wise(text("{"), joined, text("}"), text(""))
+    return (
+        pd.Series(objects.to_pandas(types_mapper=pd.ArrowDtype), index=values.index)
+        .astype("str")
+        .where(has_any, None)
+    )
 
 
 class TabularFile:
@@ -294,14 +335,7 @@ class TabularFile:
             # Columns empty in the whole chunk (a trailing ';;' on every line) add nothing.
             extras = extras.dropna(axis=1, how="all")
         if extra_cols and len(extras.columns):
-            has_any = extras.notna().any(axis=1)
-            lines = extras.to_json(orient="records", lines=True, force_ascii=False)
-            if extras[has_any].isna().any(axis=None):
-                # A blank cell adds no key, whichever chunk its row fell in.
-                lines = _NULL_MEMBER.sub("", lines)
-            out["extra"] = pd.Series(lines.splitlines(), index=raw.index, dtype="str").where(
-                has_any, None
-            )
+            out["extra"] = json_objects(extras)
         else:
             out["extra"] = pd.Series(None, index=raw.index, dtype="str")
         if records.fields is not None:
