@@ -152,8 +152,9 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
             "by another job since validation"
         )
     if inserted + updated >= ANALYZE_AFTER_ROWS:
-        # Fresh statistics for the checks that read what this load wrote (see validation).
-        conn.execute(sa.text(f"ANALYZE {dataset.table}, staging_rows"))
+        # Fresh statistics for the checks that read what this load wrote (see validation);
+        # a load changes no staging row.
+        conn.execute(sa.text(f"ANALYZE {dataset.table}"))
     unchanged = ready - inserted - updated
     update_job(
         conn,

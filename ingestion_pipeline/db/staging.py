@@ -153,6 +153,11 @@ def copy_chunk(conn: Connection, frame: pd.DataFrame, *, resume: bool) -> int:
         cursor.close()
 
 
+# The columns plans over staging filter, join or group on: statistics of the others (names,
+# extra, data) cost half of an ANALYZE and no plan reads them.
+ANALYZE_STAGING = "staging_rows (job_id, row_number, status, email_normalized)"
+
+
 def analyze_staging(conn: Connection) -> None:
     """Fresh planner statistics for staging_rows (after a bulk load)."""
-    conn.execute(sa.text("ANALYZE staging_rows"))
+    conn.execute(sa.text(f"ANALYZE {ANALYZE_STAGING}"))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import IssueKind, JobStatus
 from ingestion_pipeline.datasets import DATASETS, Dataset, Field, FieldType, MergePolicy
+from ingestion_pipeline.db.staging import ANALYZE_STAGING
 from ingestion_pipeline.db.tables import column_type
 from ingestion_pipeline.issue_kinds import ROW_RULE_KINDS, UnknownIssueKindError, template_parts
 
@@ -326,7 +327,7 @@ def validate_job(
         # Until autovacuum comes by, the planner would read these tables with the row counts
         # of before this bulk write, and the next statements on them (the checks, a review)
         # could pick nested loops over tens of thousands of rows.
-        conn.execute(sa.text("ANALYZE issues, issue_items, staging_rows"))
+        conn.execute(sa.text(f"ANALYZE issues, issue_items, {ANALYZE_STAGING}"))
     status = JobStatus.PROCESSING
     if open_issues:
         waiting = bool(dataset.references) and _only_awaited_references(conn, job_id, dataset)
