@@ -4,14 +4,15 @@ Runs the import and the reprocess of `make bench` in this process, on each serve
 measures, with PostgreSQL reporting to the client (client_min_messages = log) every statement
 slower than --min-ms and, where the server has auto_explain (a stock PostgreSQL does; the
 embedded one does not), its plan as executed. Prints each statement's time and plan, and flags
-a plan node looped over more than --max-loops times that yields many rows per loop (a scan, not
-a lookup): the shape of a plan gone quadratic on stale statistics (exit status 1 if found).
+a plan node looped over a thousand times that yields many rows per loop (a scan, not a lookup):
+the shape of a plan gone quadratic on stale statistics (exit status 1 if found).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -34,13 +35,11 @@ from run import (
 )
 
 from ingestion_pipeline.db.engine import get_engine
+from ingestion_pipeline.db.plans import quadratic_nodes, render
 from ingestion_pipeline.settings import load_settings
 
 _DURATION = re.compile(r"duration: ([0-9.]+) ms")
-# Rows a plan node may yield per loop before its loops count as scans rather than lookups.
-MANY_ROWS = 50
 _UTILITY = re.compile(r"(statement|execute [^:]*): \s*(COPY|ANALYZE|VACUUM|CREATE INDEX)", re.I)
-_LOOPED = re.compile(r"->\s+(.*?)\s+\(.*actual .*rows=(\d+) loops=(\d+)\)")
 
 
 def reporting(min_ms: int, plans: bool) -> str:
@@ -55,6 +54,7 @@ def reporting(min_ms: int, plans: bool) -> str:
             f"-c auto_explain.log_min_duration={min_ms}",
             "-c auto_explain.log_analyze=on",
             "-c auto_explain.log_nested_statements=on",
+            "-c auto_explain.log_format=json",
         ]
     return " ".join(options)
 
@@ -93,7 +93,7 @@ def run_cli(args: list[str]) -> None:
         raise SystemExit(f"{' '.join(args)} exited {code}")
 
 
-def report(label: str, step: str, notices: list[str], max_loops: int) -> int:
+def report(label: str, step: str, notices: list[str]) -> int:
     """Print the statements of one step; returns how many plans were flagged."""
     notices = [n for n in notices if _DURATION.search(n)]
     plans = [n for n in notices if "plan:" in n]
@@ -105,17 +105,20 @@ def report(label: str, step: str, notices: list[str], max_loops: int) -> int:
     flagged = 0
     print(f"\n### {label}: {step} ({len(shown)} statements over the threshold)\n")
     for notice in sorted(shown, key=lambda n: -float(_DURATION.search(n).group(1))):
-        suspicious = [
-            f"{node} ({rows} rows x {loops} loops)"
-            for node, rows, loops in _LOOPED.findall(notice)
-            if int(loops) > max_loops and int(rows) > MANY_ROWS
-        ]
+        print("```")
+        if "plan:" not in notice:
+            print(notice.strip()[:2000])
+            print("```")
+            continue
+        head, _, body = notice.partition("plan:")
+        executed = json.loads(body)
+        print(f"{head.strip()} {executed['Query Text'].strip()[:1500]}")
+        print(render(executed["Plan"]))
+        print("```")
+        suspicious = quadratic_nodes(executed["Plan"])
         flagged += bool(suspicious)
-        print("```")
-        print(notice.strip()[:6000])
-        print("```")
-        for line in suspicious:
-            print(f"**quadratic shape**: {line}")
+        for node in suspicious:
+            print(f"**quadratic shape**: {node}")
     return flagged
 
 
@@ -124,7 +127,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--existing", type=int, default=1_000_000)
     parser.add_argument("--min-ms", type=int, default=100)
-    parser.add_argument("--max-loops", type=int, default=1000)
     args = parser.parse_args()
 
     work = load_settings().data_dir / "bench"
@@ -155,7 +157,7 @@ def main() -> None:
         started = time.perf_counter()
         run_cli(["import", str(path), "--tenant", TENANT])
         print(f"\nimport: {time.perf_counter() - started:.1f} s")
-        flagged += report(label, "import", collector.notices, args.max_loops)
+        flagged += report(label, "import", collector.notices)
         collector.notices.clear()
         with engine.begin() as conn:
             job_id = conn.scalar(sa.text("SELECT job_id FROM import_jobs ORDER BY created_at DESC"))
@@ -170,7 +172,7 @@ def main() -> None:
         started = time.perf_counter()
         run_cli(["reprocess", job_id])
         print(f"\nreprocess: {time.perf_counter() - started:.1f} s")
-        flagged += report(label, "reprocess", collector.notices, args.max_loops)
+        flagged += report(label, "reprocess", collector.notices)
         collector.notices.clear()
         reset_job(engine, job_id)
         os.environ.pop("PGOPTIONS")
