@@ -25,10 +25,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import generate
 from run import (
     TENANT,
     bench_database_url,
+    bench_file,
+    discard_issue_rows,
     reset_job,
     seed_contacts,
     servers,
@@ -36,7 +37,6 @@ from run import (
 
 from ingestion_pipeline.db.engine import get_engine
 from ingestion_pipeline.db.plans import quadratic_nodes, render
-from ingestion_pipeline.settings import load_settings
 
 _DURATION = re.compile(r"duration: ([0-9.]+) ms")
 _UTILITY = re.compile(r"(statement|execute [^:]*): \s*(COPY|ANALYZE|VACUUM|CREATE INDEX)", re.I)
@@ -129,12 +129,7 @@ def main() -> None:
     parser.add_argument("--min-ms", type=int, default=100)
     args = parser.parse_args()
 
-    work = load_settings().data_dir / "bench"
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"contacts_{args.rows}.csv"
-    if not path.exists():
-        print(f"generating {path} ...", flush=True)
-        generate(path, args.rows)
+    path = bench_file(args.rows)
     collector = Collector()
     event.listen(Engine, "after_cursor_execute", collector.after_execute)
     flagged = 0
@@ -159,16 +154,9 @@ def main() -> None:
         print(f"\nimport: {time.perf_counter() - started:.1f} s")
         flagged += report(label, "import", collector.notices)
         collector.notices.clear()
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             job_id = conn.scalar(sa.text("SELECT job_id FROM import_jobs ORDER BY created_at DESC"))
-            conn.execute(
-                sa.text(
-                    "INSERT INTO review_decisions (job_id, row_number, action, source) "
-                    "SELECT job_id, row_number, 'discard', 'bench' FROM staging_rows "
-                    "WHERE job_id = :j AND status = 'ISSUE'"
-                ),
-                {"j": job_id},
-            )
+        discard_issue_rows(engine, job_id)
         started = time.perf_counter()
         run_cli(["reprocess", job_id])
         print(f"\nreprocess: {time.perf_counter() - started:.1f} s")

@@ -20,11 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import generate
-from run import TENANT, bench_database_url, copy_from, run_cli, servers, timed
+from run import TENANT, bench_database_url, bench_file, copy_from, run_cli, servers, timed
 
 from ingestion_pipeline.db.engine import get_engine
-from ingestion_pipeline.settings import load_settings
 
 PEERS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 
@@ -64,12 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     if not PEERS_PYTHON.exists():
         raise SystemExit("no .venv-peers: run `make bench-peers` (it installs dlt there)")
-    work = load_settings().data_dir / "bench"
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"contacts_{args.rows}.csv"
-    if not path.exists():
-        print(f"generating {path} ...", flush=True)
-        generate(path, args.rows)
+    path = bench_file(args.rows)
     for label, server_url in servers():
         url = bench_database_url(server_url)
         engine = get_engine(url)

@@ -99,6 +99,30 @@ def seed_contacts(engine: Engine, count: int, file_rows: int) -> None:
     vacuum(engine)
 
 
+def bench_file(rows: int) -> Path:
+    """The generated export of `rows` rows (made on first use)."""
+    work = load_settings().data_dir / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"contacts_{rows}.csv"
+    if rows and not path.exists():
+        print(f"generating {path} ...", flush=True)
+        print("  planted:", generate(path, rows), flush=True)
+    return path
+
+
+def discard_issue_rows(engine: Engine, job_id: str) -> None:
+    """A reviewer's decision to discard every row of the job in ISSUE."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_decisions (job_id, row_number, action, source) "
+                "SELECT job_id, row_number, 'discard', 'bench' FROM staging_rows "
+                "WHERE job_id = :j AND status = 'ISSUE'"
+            ),
+            {"j": job_id},
+        )
+
+
 def vacuum(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE contacts"))
@@ -198,12 +222,7 @@ def main() -> None:
     parser.add_argument("--burst-tenants", type=int, default=20)
     args = parser.parse_args()
 
-    work = load_settings().data_dir / "bench"
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"contacts_{args.rows}.csv"
-    if args.rows and not path.exists():
-        print(f"generating {path} ...", flush=True)
-        print("  planted:", generate(path, args.rows), flush=True)
+    path = bench_file(args.rows)
     for label, server_url in servers():
         if args.rows:
             bench_server(label, bench_database_url(server_url), path, args)
@@ -258,15 +277,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
         job_id = summary["job_id"]
         results["import"].append(seconds)
         rss["import"].append(peak)
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO review_decisions (job_id, row_number, action, source) "
-                    "SELECT job_id, row_number, 'discard', 'bench' FROM staging_rows "
-                    "WHERE job_id = :j AND status = 'ISSUE'"
-                ),
-                {"j": job_id},
-            )
+        discard_issue_rows(engine, job_id)
         seconds, peak, after = run_cli(["reprocess", job_id], env)
         assert after["status"] == "COMPLETED", after
         results["reprocess"].append(seconds)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -207,18 +206,16 @@ def contacts_emails_valid(
     checked = 0
     invalid: list[dict[str, Any]] = []
     invalid_count = 0
-    with engine.connect() as conn:
-        for chunk in sql.job_contact_emails(conn, context.partition_key, EMAIL_CHUNK):
-            frame = pd.DataFrame(chunk, columns=["source_row", "email"])
-            bad = frame[~is_valid_email(frame["email"])]
-            invalid_count += len(bad)
-            checked += len(frame)
-            room = sql.SAMPLE - len(invalid)
-            if room > 0:
-                invalid.extend(
-                    {"row": int(r), "email": e}
-                    for r, e in bad.head(room).itertuples(index=False, name=None)
-                )
+    for frame in sql.job_contact_emails(engine, context.partition_key, EMAIL_CHUNK):
+        bad = frame[~is_valid_email(frame["email"])]
+        invalid_count += len(bad)
+        checked += len(frame)
+        room = sql.SAMPLE - len(invalid)
+        if room > 0:
+            invalid.extend(
+                {"row": int(r), "email": e}
+                for r, e in bad.head(room).itertuples(index=False, name=None)
+            )
     return finding_result(
         sql.Finding(invalid_count, invalid),
         f"{invalid_count} of {checked} loaded contact(s) with an invalid email",

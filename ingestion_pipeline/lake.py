@@ -7,20 +7,18 @@ imported here only (it costs ~1.4 s), so a code location without a lake never lo
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 
-from ingestion_pipeline.db.lake import copy_job_rows, ensure_schema
+from ingestion_pipeline.db.copy_out import copy_out_batches
+from ingestion_pipeline.db.lake import ensure_schema, job_rows_query
 from ingestion_pipeline.db.tables import contacts
 
 if TYPE_CHECKING:
@@ -157,44 +155,20 @@ def _batches(
         else schema.field(name).type
         for name in names
     }
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        with os.fdopen(write_fd, "wb") as out:
-            try:
-                copy_job_rows(engine, job_id, names, out)
-            except BaseException as exc:  # handed to the reading thread
-                failure.append(exc)
-
-    writer = threading.Thread(target=produce, name="lake-copy", daemon=True)
-    writer.start()
-    with os.fdopen(read_fd, "rb") as source:
-        reader = pacsv.open_csv(
-            source,
-            # Blocks of ~10k rows, one at a time: each becomes one append, and pyiceberg holds
-            # several copies of an appended table while it writes it (larger blocks: faster,
-            # but past 400 MiB at 1M rows; see README, Benchmarks).
-            read_options=pacsv.ReadOptions(
-                column_names=names, block_size=max(1 << 20, chunk_size * 64), use_threads=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=as_read, strings_can_be_null=True, quoted_strings_can_be_null=False
-            ),
+    # Blocks of ~10k rows, one at a time: each becomes one append, and pyiceberg holds several
+    # copies of an appended table while it writes it (larger blocks: faster, but past 400 MiB
+    # at 1M rows; see README, Benchmarks).
+    blocks = max(1 << 20, chunk_size * 64)
+    for batch in copy_out_batches(engine, job_rows_query(names), (job_id,), as_read, blocks):
+        table = pa.Table.from_batches([batch])
+        for name in names:
+            if pa.types.is_timestamp(schema.field(name).type):
+                index = table.schema.get_field_index(name)
+                table = table.set_column(
+                    index, name, table[name].cast(pa.timestamp("us", tz="UTC"))
+                )
+        table = table.append_column(
+            pa.field("loaded_at", schema.field("loaded_at").type),
+            pa.array([loaded_at] * table.num_rows, pa.timestamp("us", tz="UTC")),
         )
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            for name in names:
-                if pa.types.is_timestamp(schema.field(name).type):
-                    index = table.schema.get_field_index(name)
-                    table = table.set_column(
-                        index, name, table[name].cast(pa.timestamp("us", tz="UTC"))
-                    )
-            table = table.append_column(
-                pa.field("loaded_at", schema.field("loaded_at").type),
-                pa.array([loaded_at] * table.num_rows, pa.timestamp("us", tz="UTC")),
-            )
-            yield table.cast(schema)
-    writer.join()
-    if failure:
-        raise failure[0]
+        yield table.cast(schema)

@@ -6,8 +6,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+
+from ingestion_pipeline.db.copy_out import copy_out_batches
 
 # How many offending rows a failed check carries in its metadata.
 SAMPLE = 20
@@ -116,17 +120,13 @@ def duplicate_contacts(conn: Connection, tenant_id: str) -> Finding:
     return _offenders(conn, "email_normalized", where, {"tenant_id": tenant_id})
 
 
-def job_contact_emails(conn: Connection, job_id: str, chunk_size: int) -> Iterator[list[tuple]]:
-    """The (source_row, email_normalized) of the job's contacts, in chunks (server-side cursor)."""
-    result = conn.execution_options(stream_results=True, max_row_buffer=chunk_size).execute(
-        sa.text(
-            "SELECT source_row, email_normalized FROM contacts WHERE job_id = :job_id "
-            "ORDER BY source_row"
-        ),
-        {"job_id": job_id},
-    )
-    for part in result.partitions(chunk_size):
-        yield [tuple(row) for row in part]
+def job_contact_emails(engine: Engine, job_id: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """The `source_row` and `email` (normalized) of the job's contacts in row order, as frames
+    of about `chunk_size` rows (streamed by COPY into Arrow)."""
+    columns = {"source_row": pa.int64(), "email": pa.string()}
+    query = "SELECT source_row, email_normalized FROM contacts WHERE job_id = %s ORDER BY 1"
+    for batch in copy_out_batches(engine, query, (job_id,), columns, chunk_size * 40):
+        yield batch.to_pandas()
 
 
 # A COMPLETED job loaded its READY rows (SUCCESS: rows of jobs loaded before that was a job-

@@ -1,19 +1,15 @@
-"""The SQL the lake reads: a job's loaded rows, streamed out of PostgreSQL as CSV by COPY."""
+"""The SQL the lake reads: a job's loaded rows (streamed out of PostgreSQL by `copy_out`)."""
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.db.tables import contacts
 
 
-def copy_job_rows(engine: Engine, job_id: str, columns: list[str], out: BinaryIO) -> None:
-    """Write the job's contacts as CSV (no header) to `out`, in `columns` order; timestamps as
-    microseconds since the epoch, JSONB as its text. One COPY, streamed as PostgreSQL sends it.
-    """
+def job_rows_query(columns: list[str]) -> str:
+    """The SELECT of a job's contacts (its id the one placeholder) in `columns` order, as the
+    lake reads them from CSV: timestamps as microseconds since the epoch, JSONB as its text."""
     exprs = []
     for name in columns:
         column = contacts.c[name]
@@ -21,17 +17,7 @@ def copy_job_rows(engine: Engine, job_id: str, columns: list[str], out: BinaryIO
             exprs.append(f"(extract(epoch FROM {name}) * 1000000)::bigint")
         else:
             exprs.append(f"{name}::text" if name == "extra" else name)
-    with engine.connect() as conn:
-        literal = conn.connection.driver_connection.cursor().mogrify("%s", (job_id,)).decode()
-        query = (
-            f"COPY (SELECT {', '.join(exprs)} FROM contacts WHERE job_id = {literal}) "
-            "TO STDOUT WITH (FORMAT csv)"
-        )
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.copy_expert(query, out)
-        finally:
-            cursor.close()
+    return f"SELECT {', '.join(exprs)} FROM contacts WHERE job_id = %s"
 
 
 def ensure_schema(url: sa.URL, schema: str) -> None:
