@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from ingestion_pipeline.checks import IMPORT_CHECKS, check_named
 from ingestion_pipeline.constants import TENANT_TAG
 from ingestion_pipeline.db.checks import UNLINKED_ROWS, status_disagreements
+from ingestion_pipeline.db.copy_out import copy_out_batches
 from ingestion_pipeline.db.decisions import record_decisions
 from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline_tests.helpers import (
@@ -322,3 +325,14 @@ def test_a_bulk_validation_leaves_fresh_statistics_and_the_link_check_cannot_nes
             )
         )
     assert "SetOp" in plan and "Nested Loop" not in plan, plan
+
+
+def test_rows_copied_out_arrive_whole_in_batches_and_a_failing_query_raises(engine):
+    columns = {"n": pa.int64(), "t": pa.string()}
+    query = "SELECT g, 'x' || g FROM generate_series(1, %s) g"
+    batches = list(copy_out_batches(engine, query, (50_000,), columns, 1 << 16))
+    assert len(batches) > 1
+    assert [n for b in batches for n in b.column("n").to_pylist()] == list(range(1, 50_001))
+    assert list(copy_out_batches(engine, "SELECT 1, 'a' WHERE false", (), columns, 1 << 16)) == []
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        list(copy_out_batches(engine, "SELECT * FROM no_such_table", (), columns, 1 << 16))

@@ -45,18 +45,19 @@ def copy_out_batches(
     writer.start()
     try:
         with os.fdopen(read_fd, "rb") as source:
-            reader = pacsv.open_csv(
-                source,
-                read_options=pacsv.ReadOptions(
-                    column_names=list(columns), block_size=block_size, use_threads=False
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict(columns),
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            yield from reader
+            # No rows (or a failed COPY) leaves the pipe empty, which Arrow refuses to read.
+            if source.peek(1):
+                yield from pacsv.open_csv(
+                    source,
+                    read_options=pacsv.ReadOptions(
+                        column_names=list(columns), block_size=block_size, use_threads=False
+                    ),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=dict(columns),
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
     finally:
         writer.join()
     if failure:
