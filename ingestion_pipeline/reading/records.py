@@ -181,7 +181,8 @@ def json_objects(values: pd.DataFrame) -> pd.Series:
         joined = pc.binary_join_element_wise(joined, comma, member, text(""))
     objects = pc.binary_join_element_wise(text("{"), joined, text("}"), text(""))
     return (
-        pd.Series(objects.to_pandas(types_mapper=pd.ArrowDtype), index=values.index)
+        # The array, not a Series: a Series would be aligned to `values`' index, not placed.
+        pd.Series(objects.to_pandas(types_mapper=pd.ArrowDtype).array, index=values.index)
         .astype("str")
         .where(has_any, None)
     )
