@@ -24,6 +24,11 @@ def normalize_series(values: pd.Series) -> pd.Series:
     # Arrow's kernel, not pandas' str.normalize (Python, value by value): the same NFC for
     # every code point (compared with unicodedata over all of them), ten times faster.
     nfc = pc.utf8_normalize(pa.array(text, type=pa.large_string()), form="NFC")
-    text = pd.Series(nfc.to_pandas(types_mapper=pd.ArrowDtype).array, index=text.index)
-    text = text.astype("str")
+    text = text_column(nfc, text.index)
     return text.mask(text == "", None)
+
+
+def text_column(values: pa.Array, index: pd.Index) -> pd.Series:
+    """Arrow text as a pandas str column on `index`, placed by position (a Series built from
+    another Series would be aligned to its index instead)."""
+    return pd.Series(values.to_pandas(types_mapper=pd.ArrowDtype).array, index=index).astype("str")

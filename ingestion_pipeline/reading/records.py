@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 
 from ingestion_pipeline.constants import EMAIL, FIRST_NAME, FULL_NAME, LAST_NAME
 from ingestion_pipeline.datasets import CONTACTS, Dataset
+from ingestion_pipeline.normalize import text_column
 from ingestion_pipeline.reading.detect import SAMPLE_BYTES, FileFormat, detect_format
 from ingestion_pipeline.reading.errors import (
     MAX_LINE_CHARS,
@@ -180,12 +181,7 @@ def json_objects(values: pd.DataFrame) -> pd.Series:
         member = pc.fill_null(member, text(""))
         joined = pc.binary_join_element_wise(joined, comma, member, text(""))
     objects = pc.binary_join_element_wise(text("{"), joined, text("}"), text(""))
-    return (
-        # The array, not a Series: a Series would be aligned to `values`' index, not placed.
-        pd.Series(objects.to_pandas(types_mapper=pd.ArrowDtype).array, index=values.index)
-        .astype("str")
-        .where(has_any, None)
-    )
+    return text_column(objects, values.index).where(has_any, None)
 
 
 class TabularFile:
