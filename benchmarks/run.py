@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import fresh_database, run_burst
 from generate import email_for, generate
 
+from ingestion_pipeline.db.consolidation import INSERT_CONTACTS
 from ingestion_pipeline.db.engine import embedded_url, get_engine, normalize_url
+from ingestion_pipeline.db.staging import CONTACTS_COPY_COLUMNS
 from ingestion_pipeline.settings import load_settings
 
 BENCH_DATABASE = "ingestion_bench"
@@ -79,6 +81,13 @@ def copy_from(engine: Engine, sql: str, stream) -> None:
         cursor.close()
 
 
+def copy_to(engine: Engine, sql: str, params: tuple, stream) -> None:
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.copy_expert(cursor.mogrify(sql, params).decode(), stream)
+        cursor.close()
+
+
 def seed_contacts(engine: Engine, count: int, file_rows: int) -> None:
     """Give the tenant `count` contacts; 0.5% of the file's addresses are among them."""
     overlap = {email_for(i) for i in range(1, file_rows + 1, 200)}
@@ -126,6 +135,56 @@ def discard_issue_rows(engine: Engine, job_id: str) -> None:
 def vacuum(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE contacts"))
+
+
+def write_floors(engine: Engine, job_id: str) -> tuple[float, float]:
+    """The writes the pipeline cannot skip, alone, on the same server: (f) COPY of the job's
+    staged rows, prepared in advance, into an empty copy of staging_rows (its key and
+    constraints, logged like it); (g) the load's own INSERT of the job's READY rows into a copy
+    of contacts holding the tenant's existing contacts. Seconds of each."""
+    columns = ", ".join(CONTACTS_COPY_COLUMNS)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS floor_staging, floor_contacts"))
+        conn.execute(sa.text("CREATE TABLE floor_staging (LIKE staging_rows INCLUDING ALL)"))
+        conn.execute(sa.text("CREATE TABLE floor_contacts (LIKE contacts INCLUDING ALL)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO floor_contacts SELECT * FROM contacts "
+                "WHERE tenant_id = :t AND job_id IS DISTINCT FROM :j"
+            ),
+            {"t": TENANT, "j": job_id},
+        )
+        conn.execute(
+            sa.text(
+                "SELECT setval(pg_get_serial_sequence('floor_contacts', 'contact_id'), "
+                "max(contact_id)) FROM floor_contacts"
+            )
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE floor_contacts"))
+    with tempfile.TemporaryFile() as rows:
+        copy_to(
+            engine,
+            f"COPY (SELECT {columns} FROM staging_rows WHERE job_id = %s ORDER BY row_number) "
+            "TO STDOUT WITH (FORMAT csv)",
+            (job_id,),
+            rows,
+        )
+        rows.seek(0)
+        staging = timed(
+            lambda: copy_from(
+                engine, f"COPY floor_staging ({columns}) FROM STDIN WITH (FORMAT csv)", rows
+            )
+        )
+    load = INSERT_CONTACTS.text.replace("INSERT INTO contacts", "INSERT INTO floor_contacts")
+    assert load != INSERT_CONTACTS.text
+    with engine.begin() as conn:
+        started = time.perf_counter()
+        conn.execute(sa.text(load), {"tenant_id": TENANT, "job_id": job_id})
+    loading = time.perf_counter() - started
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE floor_staging, floor_contacts"))
+    return staging, loading
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -289,6 +348,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             flush=True,
         )
     lake_seconds, lake_peak, _ = run_lake_append(url, job_id)
+    staging_floor, load_floor = write_floors(engine, job_id)
     orm_rate = orm_rows_per_second(engine, path, args.orm_rows)
 
     copy_s = statistics.median(results["copy"])
@@ -306,6 +366,8 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             max(rss["reprocess"]),
         ),
         ("(e) lake: append the loaded contacts to Iceberg (after c)", lake_seconds, lake_peak),
+        ("(f) alone: COPY of the job's staged rows, prepared, into staging", staging_floor, None),
+        ("(g) alone: the load's INSERT of its rows into contacts", load_floor, None),
         (
             f"(d) ORM insert + commit per row ({args.orm_rows:,} rows, extrapolated)",
             rows / orm_rate,

@@ -21,7 +21,7 @@ from ingestion_pipeline.db.validation import ANALYZE_AFTER_ROWS, reference_lock,
 # below). Measured on 927k rows against 1M contacts, PostgreSQL 15 with default settings:
 # ON CONFLICT DO NOTHING in file order 25-28 s, sorted 19-25 s, plain and sorted 12-16 s (the
 # index pages are visited in order instead of at random, and no speculative insertion).
-_INSERT_CONTACTS = sa.text(
+INSERT_CONTACTS = sa.text(
     """
     INSERT INTO contacts (tenant_id, email, email_normalized, first_name, last_name, company,
                           extra, job_id, source_row)
@@ -133,7 +133,7 @@ def consolidate_job(conn: Connection, job_id: str) -> ConsolidationResult:
     params = {"job_id": job_id, "tenant_id": tenant_id}
     if dataset.staged_in_columns:
         try:
-            inserted = conn.execute(_INSERT_CONTACTS, params).rowcount
+            inserted = conn.execute(INSERT_CONTACTS, params).rowcount
         except IntegrityError as exc:
             if not isinstance(exc.orig, UniqueViolation):
                 raise
