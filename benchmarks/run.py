@@ -115,7 +115,10 @@ def bench_file(rows: int) -> Path:
     path = work / f"contacts_{rows}.csv"
     if rows and not path.exists():
         print(f"generating {path} ...", flush=True)
-        print("  planted:", generate(path, rows), flush=True)
+        # Under another name until complete: an interrupted run leaves no short file behind.
+        partial = path.with_suffix(".partial")
+        print("  planted:", generate(partial, rows), flush=True)
+        partial.rename(path)
     return path
 
 

@@ -185,11 +185,11 @@ def issue_count_matches(
 def contacts_unique_per_tenant(
     context: AssetCheckExecutionContext, database: DatabaseResource
 ) -> AssetCheckResult:
-    """No two contacts of the job's tenant share a normalized email."""
+    """No contact the job loaded shares its normalized email with another of its tenant."""
     engine = database.get_engine()
     job = checked_job(context, engine)
     with engine.connect() as conn:
-        finding = sql.duplicate_contacts(conn, job.tenant_id)
+        finding = sql.duplicate_contacts(conn, job.tenant_id, job.job_id)
     return finding_result(
         finding,
         f"{finding.count} email(s) held by several contacts of tenant {job.tenant_id}",

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ingestion_pipeline.db.plans import quadratic_nodes
+from ingestion_pipeline.db.plans import quadratic_nodes, wide_scans
 from ingestion_pipeline_tests.helpers import job, register_upload, run_job, scalar
 
 # Statements EXPLAIN can run; advisory locks are left alone (a session lock is not released by
@@ -78,12 +78,8 @@ def stale_statistics(engine, instance, resources, local_zone):
         conn.execute(sa.text("ANALYZE"))
 
 
-def test_no_statement_of_an_import_its_review_and_checks_rescans_a_table_per_row(
-    engine, instance, resources, local_zone, stale_statistics
-):
-    # 20,000 rows: 1,000 already contacts of the tenant, every 13th address invalid, every
-    # 29th a duplicate of the row before: about 3,000 problem rows, none analyzed.
-    seeded = io.StringIO("".join(f"acme,u{i}@x.io,u{i}@x.io,S,E,C\n" for i in range(1, 20001, 20)))
+def _seed_contacts(engine, tenant: str, emails: list[str]) -> None:
+    seeded = io.StringIO("".join(f"{tenant},{e},{e},S,E,C\n" for e in emails))
     with engine.begin() as conn:
         cursor = conn.connection.driver_connection.cursor()
         cursor.copy_expert(
@@ -91,39 +87,100 @@ def test_no_statement_of_an_import_its_review_and_checks_rescans_a_table_per_row
             "FROM STDIN WITH (FORMAT csv)",
             seeded,
         )
+
+
+def _import_review_reprocess(engine, instance, resources, local_zone, tenant, name, lines):
+    """Import a file (it needs review), discard its rows with issues, reprocess: COMPLETED."""
+    job_id = register_upload(engine, local_zone, tenant, name, "\n".join(lines).encode())
+    assert run_job(instance, resources, job_id, tenant).success
+    assert job(engine, job_id).status == "NEEDS_REVIEW"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_decisions (job_id, row_number, action, source) "
+                "SELECT job_id, row_number, 'discard', 'test' FROM staging_rows "
+                "WHERE job_id = :j AND status = 'ISSUE'"
+            ),
+            {"j": job_id},
+        )
+    assert run_job(instance, resources, job_id, tenant, "reprocess_job").success
+    assert job(engine, job_id).status == "COMPLETED"
+    return job_id
+
+
+def _big_file() -> list[str]:
+    """20,000 rows: every 13th address invalid, every 29th a duplicate of the row before; with
+    the contacts `_seed_contacts` gets for every 20th, about 3,000 problem rows."""
     lines = ["email,first_name,last_name,company"]
     for i in range(1, 20001):
         email = f"u{i - 1 if i % 29 == 0 else i}@x.io" if i % 13 else f"bad{i}"
         lines.append(f"{email},F{i},L{i},Acme")
-    job_id = register_upload(engine, local_zone, "acme", "big.csv", "\n".join(lines).encode())
+    return lines
 
+
+def _probed(engine, run) -> list[tuple[str, dict]]:
+    """The executed plans of every plannable statement `run()` sends through `engine`."""
     probe = PlanProbe()
     event.listen(engine, "before_cursor_execute", probe)
     try:
-        assert run_job(instance, resources, job_id, "acme").success
-        assert job(engine, job_id).status == "NEEDS_REVIEW"
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO review_decisions (job_id, row_number, action, source) "
-                    "SELECT job_id, row_number, 'discard', 'test' FROM staging_rows "
-                    "WHERE job_id = :j AND status = 'ISSUE'"
-                ),
-                {"j": job_id},
-            )
-        assert run_job(instance, resources, job_id, "acme", "reprocess_job").success
+        run()
     finally:
         event.remove(engine, "before_cursor_execute", probe)
+    return probe.plans
 
-    assert job(engine, job_id).status == "COMPLETED"
-    assert scalar(engine, "SELECT count(*) FROM contacts WHERE job_id = :j", j=job_id) > 15_000
-    planned = " ".join(statement for statement, _ in probe.plans)
+
+def test_no_statement_of_an_import_its_review_and_checks_rescans_a_table_per_row(
+    engine, instance, resources, local_zone, stale_statistics
+):
+    _seed_contacts(engine, "acme", [f"u{i}@x.io" for i in range(1, 20001, 20)])
+    found: list[str] = []
+    plans = _probed(
+        engine,
+        lambda: found.append(
+            _import_review_reprocess(
+                engine, instance, resources, local_zone, "acme", "big.csv", _big_file()
+            )
+        ),
+    )
+
+    assert scalar(engine, "SELECT count(*) FROM contacts WHERE job_id = :j", j=found[0]) > 15_000
+    planned = " ".join(statement for statement, _ in plans)
     for part in ("CREATE TEMP TABLE current_problems", "INSERT INTO issue_items", "EXCEPT"):
         assert part in planned  # validation, linking and the unlinked-rows check were probed
     assert "INSERT INTO contacts" in planned
     offenders = [
         (statement.strip()[:200], nodes)
-        for statement, plan in probe.plans
+        for statement, plan in plans
         if (nodes := quadratic_nodes(plan))
     ]
     assert offenders == []
+
+
+def test_a_small_files_statements_read_its_own_rows_not_the_tables(
+    engine, instance, resources, local_zone
+):
+    # A tenant with a big job behind it (20,000 staged rows, ~3,000 issues, ~17,000 contacts,
+    # statistics fresh): a 20-row file of the same tenant, reviewed and loaded, must cost what
+    # 20 rows cost. Before, two checks read every staged row and every contact of the tenant.
+    _seed_contacts(engine, "acme", [f"u{i}@x.io" for i in range(1, 20001, 20)])
+    _import_review_reprocess(
+        engine, instance, resources, local_zone, "acme", "big.csv", _big_file()
+    )
+    small = ["email,first_name,last_name,company", "u1@x.io,Again,Known,Acme", "nope,N,O,P"]
+    small += [f"small{i}@y.io,F{i},L{i},Acme" for i in range(18)]
+    plans = _probed(
+        engine,
+        lambda: _import_review_reprocess(
+            engine, instance, resources, local_zone, "acme", "small.csv", small
+        ),
+    )
+
+    planned = " ".join(statement for statement, _ in plans)
+    for part in ("CREATE TEMP TABLE current_problems", "INSERT INTO contacts", "HAVING count"):
+        assert part in planned  # validation, the load and the duplicate check were probed
+    wide = [
+        (statement.strip()[:200], scans)
+        for statement, plan in plans
+        if (scans := wide_scans(plan, limit=1_000))
+    ]
+    assert wide == []
