@@ -176,7 +176,7 @@ def test_a_small_files_statements_read_its_own_rows_not_the_tables(
     )
 
     planned = " ".join(statement for statement, _ in plans)
-    for part in ("CREATE TEMP TABLE current_problems", "INSERT INTO contacts", "HAVING count"):
+    for part in ("CREATE TEMP TABLE current_problems", "INSERT INTO contacts", "o.contact_id <>"):
         assert part in planned  # validation, the load and the duplicate check were probed
     wide = [
         (statement.strip()[:200], scans)
