@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -386,6 +387,11 @@ class StageResult:
         return self.rows_read - self.rows_written
 
 
+# Chunks copied at once, each on a connection of its own: PostgreSQL parses one COPY per
+# backend, so a second writer puts the server's second core to work while Python reads on.
+WRITERS = 2
+
+
 def stage_upload(
     engine: Engine,
     landing: LandingZone,
@@ -397,8 +403,8 @@ def stage_upload(
 
     Each chunk's rows and the job's processed_rows commit together, so a killed run resumes
     from whole chunks; rows already staged are recognised and skipped. While PostgreSQL
-    writes one chunk (in a worker thread), the next is read and judged: at most two chunks
-    are in memory.
+    writes up to WRITERS chunks (in worker threads, committing in file order), the next is read
+    and judged: at most WRITERS + 1 chunks are in memory.
     """
     job_id = job.job_id
     started = time.perf_counter()
@@ -408,16 +414,20 @@ def stage_upload(
     size = info.size if info else 0
     timings = {"read": 0.0, "validate": 0.0, "copy_wait": 0.0}
 
-    def write(prepared: pd.DataFrame) -> int:
+    def write(prepared: pd.DataFrame, before: Future[int] | None) -> int:
         first, last = int(prepared["row_number"].iloc[0]), int(prepared["row_number"].iloc[-1])
         with engine.begin() as conn:
             written = copy_chunk(conn, prepared, resume=already > 0 and first <= already)
+            # Chunks are copied side by side but commit in file order: processed_rows is
+            # always the end of a staged prefix, and a failed chunk fails the ones after it.
+            if before is not None:
+                before.result()
             update_job(conn, job_id, processed_rows=last)
         return written
 
     with (
         landing.open(job.source_key, job.source_etag) as stream,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as writer,
+        ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="copy") as writer,
     ):
         source = open_upload(stream, job.file_name, job.declaration)
         mapping = mapping_in_force(job)
@@ -427,10 +437,10 @@ def stage_upload(
         fmt = source.format
         with engine.begin() as conn:
             update_job(conn, job_id, encoding=fmt.encoding, delimiter=fmt.delimiter_name)
-        in_flight: tuple[Future[int], int, int] | None = None
+        in_flight: deque[tuple[Future[int], int, int]] = deque()
 
         def settle() -> None:
-            future, last_row, bytes_read = in_flight
+            future, last_row, bytes_read = in_flight.popleft()
             waited = time.perf_counter()
             result.rows_written += future.result()
             timings["copy_wait"] += time.perf_counter() - waited
@@ -455,12 +465,14 @@ def stage_upload(
             t_valid = time.perf_counter()
             timings["read"] += t_read - mark
             timings["validate"] += t_valid - t_read
-            if in_flight is not None:
+            if len(in_flight) == WRITERS:
                 settle()
+            before = in_flight[-1][0] if in_flight else None
             last_row = int(prepared["row_number"].iloc[-1])
-            in_flight = (writer.submit(write, prepared), last_row, chunk.bytes_read)
+            in_flight.append((writer.submit(write, prepared, before), last_row, chunk.bytes_read))
+            del prepared
             mark = time.perf_counter()
-        if in_flight is not None:
+        while in_flight:
             settle()
         result.rows_read = source.records_read
     result.footer = list(source.footer)

@@ -9,6 +9,7 @@ import time
 import pytest
 from dagster import AssetKey, DagsterEventType, FloatMetadataValue, IntMetadataValue
 
+from ingestion_pipeline import importer
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS, IssueKind
 from ingestion_pipeline.importer import (
     StageProgress,
@@ -192,8 +193,13 @@ def test_interrupted_staging_resumes_without_duplicates(
 
     with pytest.raises(Crash):
         stage_upload(engine, local_zone, crashed_job, 500, crash_after_two_chunks)
-    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 1000
-    assert job(engine, job_id).processed_rows == 1000
+    # A chunk already being written when the run failed may have committed too (chunks are
+    # written side by side): what is staged is whole chunks from the first record on, and
+    # processed_rows says where they end.
+    staged = scalar(engine, "SELECT count(*) FROM staging_rows")
+    assert staged in (1000, 1500)
+    assert job(engine, job_id).processed_rows == staged
+    assert scalar(engine, "SELECT max(row_number) FROM staging_rows") == staged
 
     monkeypatch.setenv("IMPORT_CHUNK_SIZE", "700")  # other chunk edges than the crashed run
     result = run_job(instance, resources, job_id, "acme")
@@ -203,8 +209,34 @@ def test_interrupted_staging_resumes_without_duplicates(
     assert scalar(engine, "SELECT count(*) FROM staging_rows") == 2500
     assert scalar(engine, "SELECT count(*) FROM contacts") == 2500
     meta = result.asset_materializations_for_node("staging_rows")[0].metadata
-    assert meta["rows_skipped_on_resume"].value == 1000
+    assert meta["rows_skipped_on_resume"].value == staged
     assert meta["route"].value.startswith("resume")
+
+
+def test_chunks_written_side_by_side_commit_in_file_order(engine, local_zone, monkeypatch):
+    body = [f"user{i}@acme.io,F{i},L{i},Acme" for i in range(1, 2501)]
+    job_id = register_upload(engine, local_zone, "acme", "big.csv", csv_text(*body))
+    staged_job, _ = load_job(engine, job_id)
+
+    class DiskFull(Exception):
+        pass
+
+    real_copy_chunk = importer.copy_chunk
+
+    def second_chunk_fails_late(conn, frame, *, resume):
+        if int(frame["row_number"].iloc[0]) == 501:
+            time.sleep(0.5)  # the third chunk is copied meanwhile and waits to commit
+            raise DiskFull("no space left on device")
+        return real_copy_chunk(conn, frame, resume=resume)
+
+    monkeypatch.setattr(importer, "copy_chunk", second_chunk_fails_late)
+    with pytest.raises(DiskFull):
+        stage_upload(engine, local_zone, staged_job, 500)
+    # The third chunk's rows were copied but never committed: no gap in staging, and
+    # processed_rows is where the staged prefix ends, for the resume to start from.
+    assert scalar(engine, "SELECT count(*) FROM staging_rows") == 500
+    assert scalar(engine, "SELECT max(row_number) FROM staging_rows") == 500
+    assert job(engine, job_id).processed_rows == 500
 
 
 def test_overwritten_upload_fails_the_old_version_with_a_clear_error(
