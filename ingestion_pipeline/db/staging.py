@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import pandas as pd
@@ -19,7 +18,6 @@ from ingestion_pipeline.schemas import judge_rows
 CONTACTS_COPY_COLUMNS: tuple[str, ...] = (
     "job_id",
     "row_number",
-    "row_hash",
     *CONTACTS.field_names,
     "email_normalized",
     "extra",
@@ -30,7 +28,6 @@ CONTACTS_COPY_COLUMNS: tuple[str, ...] = (
 DATA_COPY_COLUMNS: tuple[str, ...] = (
     "job_id",
     "row_number",
-    "row_hash",
     "data",
     "extra",
     "problems",
@@ -42,11 +39,6 @@ MALFORMED = "{" + IssueKind.MALFORMED_RECORD.value + ":record}"
 def copy_columns(dataset: Dataset) -> tuple[str, ...]:
     """The staging_rows columns a dataset's chunks are copied into."""
     return CONTACTS_COPY_COLUMNS if dataset.staged_in_columns else DATA_COPY_COLUMNS
-
-
-def _hash_key(job_id: str) -> str:
-    # pandas wants exactly 16 characters; deriving them from the job mixes the job into the hash.
-    return hashlib.sha1(job_id.encode()).hexdigest()[:16]
 
 
 def _without_nul(out: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series:
@@ -71,7 +63,7 @@ def data_json(values: pd.DataFrame) -> pd.Series:
 
 
 def prepare_chunk(frame: pd.DataFrame, job_id: str, dataset: Dataset = CONTACTS) -> pd.DataFrame:
-    """Add the normalized values, row rule verdicts, row hash and status to a read chunk."""
+    """Add the normalized values, row rule verdicts and status to a read chunk."""
     fields = dataset.field_names
     out = frame.copy()
     nul = _without_nul(out, fields)
@@ -93,10 +85,6 @@ def prepare_chunk(frame: pd.DataFrame, job_id: str, dataset: Dataset = CONTACTS)
         out.loc[flagged, "problems"] = (
             marker + problem[flagged] + rest.where(rest == "}", "," + rest)
         )
-    hashed = pd.util.hash_pandas_object(
-        out[["row_number", *fields, "extra"]], index=False, hash_key=_hash_key(job_id)
-    )
-    out["row_hash"] = hashed.to_numpy().view("int64")
     out["status"] = (out["problems"] == "{}").map(
         {True: RowStatus.READY.value, False: RowStatus.ISSUE.value}
     )
@@ -125,7 +113,7 @@ def _copy(conn: Connection, table: str, frame: pd.DataFrame) -> None:
 
 
 def copy_chunk(conn: Connection, frame: pd.DataFrame, *, resume: bool) -> int:
-    """Write a prepared chunk; with `resume`, rows already staged (same hash) are skipped.
+    """Write a prepared chunk; with `resume`, rows already staged (same key) are skipped.
 
     Returns the number of rows newly written.
     """

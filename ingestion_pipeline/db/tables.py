@@ -70,14 +70,13 @@ column_mappings = sa.Table(
 )
 
 # Bulk-loaded by COPY: only the primary key is maintained on insert. A foreign key to
-# import_jobs (a trigger per row) and indexes on hash and email tripled the cost of a load;
-# the hash is unique per job by construction (it covers the record number).
+# import_jobs (a trigger per row) and indexes on a row hash and email tripled the cost of a
+# load; a resumed run recognises staged rows by their key.
 staging_rows = sa.Table(
     "staging_rows",
     metadata,
     sa.Column("job_id", sa.Text, primary_key=True),
     sa.Column("row_number", sa.Integer, primary_key=True),
-    sa.Column("row_hash", sa.BigInteger, nullable=False),
     sa.Column("email", sa.Text),
     sa.Column("first_name", sa.Text),
     sa.Column("last_name", sa.Text),
