@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetKey
 from pyiceberg.table import Transaction
 
+from ingestion_pipeline import lake as lake_module
 from ingestion_pipeline.lake import CONTACTS_TABLE, append_job, catalog, contacts_table
 from ingestion_pipeline_tests.helpers import (
     csv_text,
@@ -77,6 +78,21 @@ def test_completed_imports_land_once_readable_by_pyiceberg_and_duckdb(
         table.metadata_location,
         "SELECT tenant_id, count(*), min(source_row) FROM CONTACTS GROUP BY 1 ORDER BY 1",
     ) == [("acme", 2, 1), ("beta", 1, 1)]
+
+
+def test_a_job_written_in_many_blocks_is_one_snapshot(
+    engine, instance, resources, local_zone, lake, monkeypatch
+):
+    monkeypatch.setattr(lake_module, "MIN_BLOCK_BYTES", 256)  # a few rows per block
+    content = csv_text(*(f"u{i}@acme.io,U{i},L{i},Acme" for i in range(6)))
+    result, row = import_bytes(engine, instance, resources, local_zone, "acme", "c.csv", content)
+    assert result.success and row.status == "COMPLETED"
+    table = lake.load_table(CONTACTS_TABLE)
+    [snapshot] = table.snapshots()
+    assert snapshot.summary["ingestion.job_id"] == row.job_id
+    assert int(snapshot.summary["added-records"]) == 6
+    assert int(snapshot.summary["added-data-files"]) >= 2  # the blocks, all in the one snapshot
+    assert sorted(table.scan().to_arrow()["source_row"].to_pylist()) == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_rerun_or_backfill_of_the_lake_asset_adds_nothing(
