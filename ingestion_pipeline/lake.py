@@ -146,16 +146,18 @@ def append_job(engine: Engine, table: Table, job_id: str, chunk_size: int) -> La
     # last block's, under the snapshot's one write id.
     numbers = itertools.count(0)
     with table.transaction() as transaction:
+        # Every block is cast to `schema`: checked once. The metadata is read once too: it is
+        # rebuilt from the transaction's updates on each access, and the append adds none
+        # until it commits.
+        metadata = transaction.table_metadata
+        _check_pyarrow_schema_compatible(
+            metadata.schema(), provided_schema=schema, format_version=metadata.format_version
+        )
         snapshot = transaction.update_snapshot(snapshot_properties={JOB_PROPERTY: job_id})
         with snapshot.fast_append() as append:
             for batch in _batches(engine, job_id, chunk_size, schema, loaded_at):
-                _check_pyarrow_schema_compatible(
-                    transaction.table_metadata.schema(),
-                    provided_schema=batch.schema,
-                    format_version=transaction.table_metadata.format_version,
-                )
                 for data_file in _dataframe_to_data_files(
-                    table_metadata=transaction.table_metadata,
+                    table_metadata=metadata,
                     df=batch,
                     io=table.io,
                     write_uuid=append.commit_uuid,
