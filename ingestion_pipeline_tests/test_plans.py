@@ -118,32 +118,30 @@ def _big_file() -> list[str]:
     return lines
 
 
-def _probed(engine, run) -> list[tuple[str, dict]]:
-    """The executed plans of every plannable statement `run()` sends through `engine`."""
+def _probed(engine, run):
+    """What `run()` returns, and the executed plans of every plannable statement it sends
+    through `engine`."""
     probe = PlanProbe()
     event.listen(engine, "before_cursor_execute", probe)
     try:
-        run()
+        returned = run()
     finally:
         event.remove(engine, "before_cursor_execute", probe)
-    return probe.plans
+    return returned, probe.plans
 
 
 def test_no_statement_of_an_import_its_review_and_checks_rescans_a_table_per_row(
     engine, instance, resources, local_zone, stale_statistics
 ):
     _seed_contacts(engine, "acme", [f"u{i}@x.io" for i in range(1, 20001, 20)])
-    found: list[str] = []
-    plans = _probed(
+    job_id, plans = _probed(
         engine,
-        lambda: found.append(
-            _import_review_reprocess(
-                engine, instance, resources, local_zone, "acme", "big.csv", _big_file()
-            )
+        lambda: _import_review_reprocess(
+            engine, instance, resources, local_zone, "acme", "big.csv", _big_file()
         ),
     )
 
-    assert scalar(engine, "SELECT count(*) FROM contacts WHERE job_id = :j", j=found[0]) > 15_000
+    assert scalar(engine, "SELECT count(*) FROM contacts WHERE job_id = :j", j=job_id) > 15_000
     planned = " ".join(statement for statement, _ in plans)
     for part in ("CREATE TEMP TABLE current_problems", "INSERT INTO issue_items", "EXCEPT"):
         assert part in planned  # validation, linking and the unlinked-rows check were probed
@@ -168,7 +166,7 @@ def test_a_small_files_statements_read_its_own_rows_not_the_tables(
     )
     small = ["email,first_name,last_name,company", "u1@x.io,Again,Known,Acme", "nope,N,O,P"]
     small += [f"small{i}@y.io,F{i},L{i},Acme" for i in range(18)]
-    plans = _probed(
+    _, plans = _probed(
         engine,
         lambda: _import_review_reprocess(
             engine, instance, resources, local_zone, "acme", "small.csv", small
