@@ -19,7 +19,11 @@ import sqlalchemy as sa
 
 from ingestion_pipeline.db.service import set_import_limit
 from ingestion_pipeline.landing import LocalLandingZone, S3LandingZone
-from ingestion_pipeline.service.signing import InvalidSignatureError, verify_webhook
+from ingestion_pipeline.service.signing import (
+    InvalidSignatureError,
+    new_webhook_secret,
+    verify_webhook,
+)
 from ingestion_pipeline.service.uploads import (
     ConflictError,
     Spooled,
@@ -405,14 +409,14 @@ def test_webhook_is_signed_retried_until_delivered_and_a_replay_is_refused(
     assert len(ids) == 1  # one event id on every attempt: the receiver de-duplicates by it
     headers, body, _ = receiver.received[-1]
     payload = verify_webhook(secret, headers, body)
-    assert payload["type"] == "job.completed" and payload["job_id"] == done.job_id
-    assert payload["contacts_created"] == 2 and payload["event_id"] in ids
+    assert payload["type"] == "job.completed" and payload["data"]["job_id"] == done.job_id
+    assert payload["data"]["contacts_created"] == 2 and payload["data"]["event_id"] in ids
     with pytest.raises(InvalidSignatureError, match="signature"):
         verify_webhook(secret, headers, body.replace(b'"contacts_created": 2', b'"x": 9'))
     with pytest.raises(InvalidSignatureError, match="replay"):
         verify_webhook(secret, headers, body, now=int(headers["webhook-timestamp"]) + 301)
     with pytest.raises(InvalidSignatureError, match="signature"):
-        verify_webhook("whsec_other", headers, body)
+        verify_webhook(new_webhook_secret(), headers, body)
     log = acme.get("/v1/webhook/deliveries").json()
     assert [(d["event"], d["state"], d["attempts"], d["last_status"]) for d in log] == [
         ("job.completed", "delivered", 3, 204)

@@ -27,6 +27,7 @@ from ingestion_pipeline.db.tables import (
     upload_sessions,
     webhook_deliveries,
 )
+from ingestion_pipeline.service.signing import is_webhook_secret, new_webhook_secret
 
 KEY_PREFIX = "ipk"
 
@@ -145,14 +146,15 @@ def set_import_limit(
 
 
 def set_webhook(conn: Connection, tenant_id: str, url: str | None) -> str | None:
-    """Send the tenant's job events to `url`; returns the signing secret (kept across changes
-    of URL, made on first use). None removes the webhook."""
+    """Send the tenant's job events to `url`; returns the signing secret, whsec_ + base64 of
+    32 random bytes as Standard Webhooks has it (kept across changes of URL, made on first
+    use, or in place of one not of that form). None removes the webhook."""
     if url is None:
         _upsert_settings(conn, tenant_id, webhook_url=None)
         return None
-    secret = tenant_config(conn, tenant_id).get("webhook_secret") or (
-        "whsec_" + secrets.token_urlsafe(24)
-    )
+    secret = tenant_config(conn, tenant_id).get("webhook_secret")
+    if not is_webhook_secret(secret):
+        secret = new_webhook_secret()
     _upsert_settings(conn, tenant_id, webhook_url=url, webhook_secret=secret)
     return secret
 
@@ -419,8 +421,9 @@ _CLAIM_DUE = sa.text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED)
       AND t.tenant_id = d.tenant_id
-    RETURNING d.delivery_id, d.event_id, d.tenant_id, d.event, d.url, d.payload, d.attempts,
-              t.webhook_secret AS secret
+    RETURNING d.delivery_id, d.event_id, d.tenant_id, d.job_id, d.event, d.url, d.payload,
+              d.attempts, d.created_at, t.webhook_secret AS secret,
+              (SELECT j.dataset FROM import_jobs j WHERE j.job_id = d.job_id) AS dataset
     """
 )
 

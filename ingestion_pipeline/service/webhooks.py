@@ -8,11 +8,13 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.db.service import claim_due_deliveries, record_attempt
-from ingestion_pipeline.service.signing import sign_webhook
+from ingestion_pipeline.service.signing import InvalidSignatureError, sign_webhook
 from ingestion_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,18 +66,32 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
         return response.status
 
 
+def envelope(item: dict[str, Any]) -> dict[str, Any]:
+    """The body of a claimed delivery, the Standard Webhooks envelope: the event type, when
+    it happened (the status change's transaction, ISO 8601 in UTC; the same on every retry)
+    and the event's data — what the trigger recorded, the job's dataset and the event id."""
+    data = {k: v for k, v in item["payload"].items() if k != "type"}
+    data.update(dataset=item["dataset"], event_id=str(item["event_id"]))
+    occurred: datetime = item["created_at"]
+    return {
+        "type": item["event"],
+        "timestamp": occurred.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "data": data,
+    }
+
+
 def deliver_due(engine: Engine, policy: RetryPolicy, limit: int = 20) -> int:
     """Send the deliveries that are due; how many were attempted."""
     with engine.begin() as conn:
         due = claim_due_deliveries(conn, limit, lease_seconds=int(policy.timeout_seconds) + 30)
     for item in due:
-        body = json.dumps(
-            {**item["payload"], "event_id": str(item["event_id"])}, sort_keys=True
-        ).encode()
-        headers = sign_webhook(item["secret"], str(item["event_id"]), int(time.time()), body)
+        body = json.dumps(envelope(item), sort_keys=True).encode()
         status, error = None, None
         try:
+            headers = sign_webhook(item["secret"], str(item["event_id"]), int(time.time()), body)
             status = _post(item["url"], body, headers, policy.timeout_seconds)
+        except InvalidSignatureError as exc:  # a secret not whsec_<base64>: set the URL again
+            error = str(exc)
         except urllib.error.HTTPError as exc:
             status, error = exc.code, f"HTTP {exc.code}"
         except (OSError, ValueError) as exc:
