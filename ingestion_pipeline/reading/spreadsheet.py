@@ -1,16 +1,14 @@
 """Excel and OpenDocument workbooks (.xlsx, .xlsm, .xls, .ods), read as the same record chunks
-as delimited text: the sheet is the one whose header looks most like the dataset's."""
+as delimited text: the sheet is the one whose header looks most like the dataset's. Sheets are
+streamed row by row (reading.sheets): memory follows the chunk, not what the file declares."""
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
-
-from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
+from typing import BinaryIO
 
 from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import (
@@ -22,32 +20,15 @@ from ingestion_pipeline.reading.detect import (
 )
 from ingestion_pipeline.reading.errors import UnreadableFileError
 from ingestion_pipeline.reading.records import ByteCounter, TabularFile
+from ingestion_pipeline.reading.sheets import MAX_COLUMNS, open_workbook
 
 SPREADSHEET_EXTENSIONS: tuple[str, ...] = (".xlsx", ".xlsm", ".xls", ".ods")
 # Workbook readers need a seekable file: the upload is spooled to disk, in memory up to this.
 _SPOOL_MEMORY = 8 * 1024 * 1024
 SHEET_CHUNK_ROWS = 10_000
-
-
-def cell_text(value: Any) -> str:
-    """A cell as a person sees it: whole numbers without '.0', dates as ISO 8601 text."""
-    if value is None or value == "":
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, dt.datetime):
-        if value.time() == dt.time(0):
-            return value.date().isoformat()
-        return value.isoformat(timespec="seconds")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    return str(value)
+# Values right of the header are kept as column_N up to this many columns past it (the width
+# of a whole Excel 97 sheet); one further right is refused by its cell, never padded out.
+COLUMNS_PAST_HEADER = 256
 
 
 class SpreadsheetFile(TabularFile):
@@ -72,33 +53,24 @@ class SpreadsheetFile(TabularFile):
         if not self._spool.tell():
             raise UnreadableFileError(file_name, "the file is empty")
         self._spool.seek(0)
-        try:
-            book = CalamineWorkbook.from_filelike(self._spool)
-        except (CalamineError, ValueError, OSError) as exc:
-            raise UnreadableFileError(
-                file_name, f"not a readable workbook ({type(exc).__name__}: {exc})"
-            ) from exc
+        self._book = open_workbook(self._spool, file_name)
         best = None
-        for meta in book.sheets_metadata:
-            if meta.typ != SheetTypeEnum.WorkSheet or meta.visible != SheetVisibleEnum.Visible:
-                continue
-            sheet = book.get_sheet_by_name(meta.name)
-            head = [
-                [cell_text(c) for c in row]
-                for row in itertools.islice(
-                    sheet.iter_rows(), HEADER_SEARCH_RECORDS + SAMPLE_RECORDS + 1
-                )
-            ]
+        for name in self._book.sheets:
+            numbered = list(
+                itertools.islice(self._book.rows(name), HEADER_SEARCH_RECORDS + SAMPLE_RECORDS + 1)
+            )
+            head = [cells for _, cells in numbered]
             index, score = locate_header(head, dataset)
             if index >= 0 and (best is None or score > best[0]):
-                best = (score, sheet, head)
+                best = (score, name, numbered)
         if best is None:
             raise UnreadableFileError(file_name, "no sheet of the workbook has a header row")
-        _, self._sheet, head = best
-        first_row = self._sheet.start[0] + 1 if self._sheet.start else 1
-        lines = list(range(first_row, first_row + len(head)))
+        _, self._sheet, numbered = best
         index, header, preamble, samples = layout_from_records(
-            head, lines, complete=True, dataset=dataset
+            [cells for _, cells in numbered],
+            [number for number, _ in numbered],
+            complete=True,
+            dataset=dataset,
         )
         self.format = FileFormat(
             encoding="workbook",
@@ -107,7 +79,7 @@ class SpreadsheetFile(TabularFile):
             header_index=index,
             preamble=preamble,
             samples=samples,
-            sheet=self._sheet.name,
+            sheet=self._sheet,
         )
         self._start()
 
@@ -116,15 +88,14 @@ class SpreadsheetFile(TabularFile):
         return self._counter.count
 
     def _batches(self, size: int) -> Iterator[list[list[str]]]:
-        # The sheet's cells are in memory already: smaller chunks keep the total bounded.
         size = min(size, SHEET_CHUNK_ROWS)
-        rows = self._sheet.iter_rows()
         width = len(self.format.header)
+        limit = min(MAX_COLUMNS, width + COLUMNS_PAST_HEADER)
+        rows = self._book.rows(self._sheet, limit)
         while True:
-            batch = [
-                _trimmed([cell_text(c) for c in row], width) for row in itertools.islice(rows, size)
-            ]
+            batch = [_trimmed(cells, width) for _, cells in itertools.islice(rows, size)]
             if not batch:
+                self._book.close()
                 self._spool.close()
                 return
             yield batch
