@@ -476,7 +476,13 @@ def stage_upload(
             settle()
         result.rows_read = source.records_read
     result.footer = list(source.footer)
-    layout = {**(job.layout or layout_json(source.format)), "footer": result.footer}
+    layout = {
+        **(job.layout or layout_json(source.format)),
+        "footer": result.footer,
+        # Records with fewer fields than the header (padded with empty values, not issues).
+        "short_records": source.short_records,
+        "short_record_rows": source.short_record_rows,
+    }
     with engine.begin() as conn:
         update_job(
             conn,

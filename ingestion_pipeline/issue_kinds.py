@@ -56,7 +56,8 @@ KINDS: dict[str, KindSpec] = {
         ),
         KindSpec(
             IssueKind.MALFORMED_RECORD.value,
-            "a record that is not an object, holds NUL bytes or does not line up with the header",
+            "a record that is not an object, holds NUL bytes or has values past the header's "
+            "last column (a record with fewer fields is padded, not an issue)",
             "{detail}",
             row_rule=True,
         ),

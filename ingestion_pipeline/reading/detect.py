@@ -52,7 +52,7 @@ class FileFormat:
 
 
 def detect_encoding(sample: bytes, file_name: str) -> str:
-    """Pick the encoding from a BOM, then UTF-8, then cp1252 and latin-1."""
+    """Pick the encoding from a BOM, then UTF-8, then cp1252, cp932 (Japanese) and latin-1."""
     for bom, encoding in _BOMS:
         if sample.startswith(bom):
             return encoding
@@ -78,7 +78,26 @@ def detect_encoding(sample: bytes, file_name: str) -> str:
         sample.decode("cp1252")
         return "cp1252"
     except UnicodeDecodeError:
-        return "latin-1"
+        pass
+    return "cp932" if _is_japanese_ansi(sample) else "latin-1"
+
+
+# Hiragana, katakana (full and half width) and the CJK ideographs Japanese text is written in.
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+
+
+def _is_japanese_ansi(sample: bytes) -> bool:
+    """Whether bytes cp1252 cannot decode are Shift_JIS text (cp932, the ANSI code page of
+    Japanese Windows, which Outlook and Excel write there): they decode as such, and most of
+    what is not ASCII comes out as kana and kanji. Checked only after UTF-8 and cp1252 fail:
+    a Western file almost always decodes as cp1252, and one that does not (a stray C1 byte)
+    seldom decodes as cp932, let alone into Japanese."""
+    try:
+        text = codecs.getincrementaldecoder("cp932")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return False
+    wide = sum(1 for ch in text if ord(ch) > 0x7F)
+    return wide > 0 and len(_JAPANESE.findall(text)) * 2 >= wide
 
 
 def decode_sample(sample: bytes, encoding: str) -> str:

@@ -81,6 +81,9 @@ class JsonFile:
         self.records_read = 0
         self._parsed = 0  # records parsed, read-ahead included: errors name the next one
         self.footer: list[str] = []
+        # A JSON record has keys, not positions: it is never shorter than a header.
+        self.short_records = 0
+        self.short_record_rows: list[int] = []
         # The first records are read ahead: their keys are the header the mapping works on.
         self._source = self._records()
         self._head = list(itertools.islice(self._source, SAMPLE_RECORDS))

@@ -70,12 +70,118 @@ def header_signature(header: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class Localized:
+    """The same export written by a localized version of the tool: its own header names."""
+
+    language: str
+    requires: tuple[str, ...]
+    fields: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
 class Profile:
-    """A tool's export: recognised by columns it always has; its columns for each field."""
+    """A tool's export: recognised by columns it always has; its columns for each field.
+
+    `localized` are the header names of the tool's other languages (each recognised by its
+    own columns). `multi_value_separator` joins several values of one cell (Google writes
+    every e-mail of one type into one `E-mail N - Value` cell, ` ::: ` between them).
+    """
 
     name: str
     requires: tuple[str, ...]
     fields: Mapping[str, tuple[str, ...]]
+    localized: tuple[Localized, ...] = ()
+    multi_value_separator: str | None = None
+
+
+# Google joins the values of one field that share a type (and their types) with this.
+GOOGLE_SEPARATOR = " ::: "
+
+
+def _outlook(
+    language: str,
+    names: tuple[str, str, str],
+    email: tuple[str, ...],
+    company: tuple[str, ...],
+) -> Localized:
+    """Outlook's header in one language, recognised by its first, middle and last name
+    columns (every Outlook contacts export has all three, side by side)."""
+    first, _, last = names
+    fields = {EMAIL: email, FIRST_NAME: (first,), LAST_NAME: (last,), COMPANY: company}
+    return Localized(language, names, fields)
+
+
+# Outlook (desktop, "Export to a file > Comma Separated Values") writes its column names in
+# the language of the installation. Spellings from Microsoft's own table of localized Outlook
+# CSV headers (Exchange's OutlookCsvLanguageSelect, per culture) and real exports (see
+# files/exports/manifest.json); the address columns in the order E-mail, E-mail 2, E-mail 3.
+# Spanish and Brazilian Outlook leave "E-mail Address" in English there; the translated
+# spellings beside it ("Dirección de correo electrónico", "Endereço de email", the reformed
+# "eletrónico") are accepted too, unconfirmed.
+OUTLOOK_LOCALIZED: tuple[Localized, ...] = (
+    _outlook(
+        "de",
+        ("Vorname", "Weitere Vornamen", "Nachname"),
+        email=("E-Mail-Adresse", "E-Mail 2: Adresse", "E-Mail 3: Adresse"),
+        company=("Firma",),
+    ),
+    _outlook(
+        "fr",
+        ("Prénom", "Deuxième prénom", "Nom"),
+        email=("Adresse de messagerie", "Adresse de messagerie 2", "Adresse de messagerie 3"),
+        company=("Société",),
+    ),
+    _outlook(
+        "es",
+        ("Nombre", "Segundo nombre", "Apellidos"),
+        email=(
+            "Dirección de correo electrónico",
+            "E-mail Address",
+            "Dirección de correo electrónico 2",
+            "Dirección del correo electrónico 3",
+        ),
+        company=("Organización",),
+    ),
+    _outlook(
+        "it",
+        ("Nome", "Secondo nome", "Cognome"),
+        email=(
+            "Indirizzo posta elettronica",
+            "Indirizzo posta elettronica 2",
+            "Indirizzo posta elettronica 3",
+        ),
+        company=("Società",),
+    ),
+    _outlook(
+        "pt-BR",
+        ("Primeiro nome", "Segundo nome", "Sobrenome"),
+        email=("Endereço de email", "E-mail Address", "Endereço de email 2", "Endereço de email 3"),
+        company=("Empresa",),
+    ),
+    _outlook(
+        "pt-PT",
+        ("Primeiro nome", "Outros nomes/apelidos", "Apelido"),
+        email=(
+            "Endereço de correio electrónico",
+            "Endereço de correio eletrónico",
+            "Endereço do correio electrónico 2",
+            "Endereço do correio electrónico 3",
+        ),
+        company=("Empresa",),
+    ),
+    _outlook(
+        "nl",
+        ("Voornaam", "Middelste naam", "Achternaam"),
+        email=("E-mailadres", "E-mailadres 2", "E-mailadres 3"),
+        company=("Bedrijf",),
+    ),
+    _outlook(
+        "ja",
+        ("名", "ミドル ネーム", "姓"),
+        email=("電子メール アドレス", "電子メール 2 アドレス", "電子メール 3 アドレス"),
+        company=("会社名",),
+    ),
+)
 
 
 # Exact header spellings of the exports people bring (see README, "Files from the tools people
@@ -91,6 +197,7 @@ PROFILES: tuple[Profile, ...] = (
             LAST_NAME: ("Last Name",),
             COMPANY: ("Organization Name",),
         },
+        multi_value_separator=GOOGLE_SEPARATOR,
     ),
     Profile(
         "Google Contacts (legacy Google CSV)",
@@ -102,6 +209,7 @@ PROFILES: tuple[Profile, ...] = (
             COMPANY: ("Organization 1 - Name",),
             FULL_NAME: ("Name",),
         },
+        multi_value_separator=GOOGLE_SEPARATOR,
     ),
     Profile(
         "Outlook",
@@ -112,6 +220,7 @@ PROFILES: tuple[Profile, ...] = (
             LAST_NAME: ("Last Name",),
             COMPANY: ("Company",),
         },
+        localized=OUTLOOK_LOCALIZED,
     ),
     Profile(
         "LinkedIn Connections",
@@ -340,11 +449,30 @@ def email_columns_by_value(header: Sequence[str], samples: Sequence[Sequence[str
     return found
 
 
-def _profile_for(keys: dict[str, str]) -> Profile | None:
+@dataclass(frozen=True)
+class Detected:
+    """The export profile a header is, in the language it is written in."""
+
+    profile: Profile
+    name: str
+    fields: Mapping[str, tuple[str, ...]]
+
+
+def _profile_for(keys: Mapping[str, str]) -> Detected | None:
     for profile in PROFILES:
         if all(header_key(col) in keys for col in profile.requires):
-            return profile
+            return Detected(profile, profile.name, profile.fields)
+        for localized in profile.localized:
+            if all(header_key(col) in keys for col in localized.requires):
+                name = f"{profile.name} ({localized.language})"
+                return Detected(profile, name, localized.fields)
     return None
+
+
+def export_profile(header: Sequence[str]) -> Profile | None:
+    """The known export profile `header` is (whatever its language), if any."""
+    detected = _profile_for({header_key(name): name for name in header})
+    return None if detected is None else detected.profile
 
 
 def suggest_mapping(
@@ -357,14 +485,15 @@ def suggest_mapping(
         return _declared_mapping(header, dataset)
     keys = {header_key(name): name for name in reversed(header)}  # first spelling wins
     mapping = ColumnMapping()
-    profile = _profile_for(keys)
-    if profile is not None:
-        mapping.profile = profile.name
-        for name, cols in profile.fields.items():
+    detected = _profile_for(keys)
+    if detected is not None:
+        mapping.profile = detected.name
+        for name, cols in detected.fields.items():
             present = [keys[header_key(c)] for c in cols if header_key(c) in keys]
+            present = list(dict.fromkeys(present))
             if present:
                 mapping.fields[name] = present
-                mapping.methods[name] = f"{Method.PROFILE}: {profile.name}"
+                mapping.methods[name] = f"{Method.PROFILE}: {detected.name}"
     taken = {col for cols in mapping.fields.values() for col in cols}
     by_alias: dict[str, list[str]] = {}
     for column in header:

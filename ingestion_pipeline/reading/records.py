@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, BinaryIO
@@ -32,6 +32,7 @@ from ingestion_pipeline.reading.errors import (
 )
 from ingestion_pipeline.reading.mapping import (
     ColumnMapping,
+    export_profile,
     is_contacts,
     looks_like_email,
     require_columns,
@@ -184,12 +185,48 @@ def json_objects(values: pd.DataFrame) -> pd.Series:
     return text_column(objects, values.index).where(has_any, None)
 
 
+# How many row numbers of records shorter than the header are kept as examples (all are counted).
+SHORT_ROWS_KEPT = 20
+# The columns of one multi-valued field of a Google export: "E-mail 1 - Type" and
+# "E-mail 1 - Value" (the current export says "- Label"), "Address 1 - Street", ...
+_VALUE_GROUP = re.compile(r"^(?P<group>.+ \d+) - (?P<part>.+)$")
+_TYPE_PARTS = ("type", "label")
+# Google marks the primary value's type with this ("* Work", or "*" alone when unlabelled).
+_PRIMARY_MARK = "*"
+# Where the values a multi-valued cell holds besides its primary one are kept in extra.
+OTHER_VALUES = "{column} (other values)"
+
+
+def _value_groups(header: Sequence[str]) -> tuple[tuple[int | None, tuple[int, ...]], ...]:
+    """Per group of Google's numbered columns: its type column and all its columns."""
+    groups: dict[str, tuple[list[int | None], list[int]]] = {}
+    for position, name in enumerate(header):
+        match = _VALUE_GROUP.match(name)
+        if match is None:
+            continue
+        kind, columns = groups.setdefault(match["group"].casefold(), ([None], []))
+        if kind[0] is None and match["part"].strip().casefold() in _TYPE_PARTS:
+            kind[0] = position
+        columns.append(position)
+    return tuple((kind[0], tuple(columns)) for kind, columns in groups.values())
+
+
+def _contains(column: pd.Series, text: str) -> np.ndarray:
+    """Per cell, whether it holds `text` (a blank cell does not)."""
+    values = pa.array(column, type=pa.large_string(), from_pandas=True)
+    return pc.fill_null(pc.match_substring(values, text), False).to_numpy(zero_copy_only=False)
+
+
 class TabularFile:
     """Records of cells (CSV or a spreadsheet sheet) read as chunks with a column mapping.
 
     Subclasses set `format` and yield raw records from `_batches`; this class skips what is
     above the header, holds back a trailing run of footer lines until the end shows whether
     data follows them, and turns records into chunk frames by the mapping.
+
+    A record with fewer fields than the header is padded with blanks (Outlook leaves trailing
+    empty fields out): `short_records` counts them and `short_record_rows` names the first
+    SHORT_ROWS_KEPT. A record with values past the header is kept with a `record_problem`.
     """
 
     file_name: str
@@ -204,9 +241,16 @@ class TabularFile:
         self.records_read = 0
         self._numbered = 0
         self.footer: list[str] = []
+        self.short_records = 0
+        self.short_record_rows: list[int] = []
         header, samples = self.format.header, self.format.samples
         self.suggestion: ColumnMapping = suggest_mapping(header, samples, self.dataset)
         require_columns(self.file_name, header, samples, self.dataset)
+        # An export that joins several values in one cell (Google's " ::: "), whatever the
+        # mapping: the detected profile decides, not the columns a person chose.
+        profile = export_profile(header) if is_contacts(self.dataset) else None
+        self._separator = profile.multi_value_separator if profile is not None else None
+        self._value_groups = _value_groups(header) if self._separator else ()
         self.use_mapping(self.suggestion)
 
     def use_mapping(self, mapping: ColumnMapping) -> None:
@@ -309,6 +353,9 @@ class TabularFile:
     def _frame(self, records: Records) -> pd.DataFrame:
         width = len(self.format.header)
         raw = records.cells
+        others = None
+        if self._value_groups:
+            raw, others = self._split_multi_values(raw)
         out = pd.DataFrame(index=raw.index)
         out["row_number"] = records.row_number
         self.records_read += len(raw)
@@ -318,6 +365,9 @@ class TabularFile:
             # Whole names fill first and last name where those are blank (split_full_name).
             full = self._first_filled(raw, self._positions[FULL_NAME])
             need = full.notna() & (out[FIRST_NAME].isna() | out[LAST_NAME].isna())
+            people = self._person_rows(raw)
+            if people is not None:
+                need &= people
             if need.any():
                 parts = full[need].map(split_full_name)
                 for position, name in enumerate((FIRST_NAME, LAST_NAME)):
@@ -326,24 +376,94 @@ class TabularFile:
         extra_cols = [(name, i) for name, i in self._extras if i in raw.columns]
         # Values past the header's width (ragged rows) are kept as column_N, never dropped.
         extra_cols += [(f"column_{i + 1}", i) for i in raw.columns if i >= width]
-        if extra_cols:
-            extras = raw[[i for _, i in extra_cols]]
-            extras.columns = [name for name, _ in extra_cols]
-            # Columns empty in the whole chunk (a trailing ';;' on every line) add nothing.
-            extras = extras.dropna(axis=1, how="all")
-        if extra_cols and len(extras.columns):
+        extras = raw[[i for _, i in extra_cols]]
+        extras.columns = [name for name, _ in extra_cols]
+        if others is not None:
+            extras = pd.concat([extras, others], axis=1)
+        # Columns empty in the whole chunk (a trailing ';;' on every line) add nothing.
+        extras = extras.dropna(axis=1, how="all")
+        if len(extras.columns):
             out["extra"] = json_objects(extras)
         else:
             out["extra"] = pd.Series(None, index=raw.index, dtype="str")
         if records.fields is not None:
-            # Fewer fields than the header, or values past it (trailing delimiters are fine):
-            # the record is kept, with an issue saying its fields do not line up.
             fields = pd.Series(records.fields, index=raw.index)
+            # Fewer fields than the header: trailing empty fields left out, as Outlook does.
+            # The record is padded with blanks (done by _records) and counted, not flagged.
+            short = (fields < width).to_numpy()
+            if short.any():
+                self.short_records += int(short.sum())
+                room = SHORT_ROWS_KEPT - len(self.short_record_rows)
+                if room > 0:
+                    self.short_record_rows += records.row_number[short][:room].tolist()
+            # Values past the header (trailing delimiters are fine) have no column: the record
+            # is kept, its surplus values in extra as column_N, with an issue saying so.
             past = raw[[i for i in raw.columns if i >= width]].notna().any(axis=1)
-            ragged = (fields < width) | past
-            if ragged.any():
-                out["record_problem"] = (fields.astype(str) + f"/{width}").where(ragged, None)
+            if past.any():
+                out["record_problem"] = (fields.astype(str) + f"/{width}").where(past, None)
         return out
+
+    def _person_rows(self, raw: pd.DataFrame) -> pd.Series | None:
+        """Rows whose whole name may be split into first and last name (None: all)."""
+        return None
+
+    def _split_multi_values(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """Cells of an export that joins several values of one field (Google: "a ::: b", its
+        type cell "* Work ::: Home") keep their primary value: the one whose type is marked
+        `*`, else the first. The other values go to extra as OTHER_VALUES, joined as the
+        export joined them. Only the cells holding the separator are split, row by row."""
+        separator = self._separator
+        assert separator is not None
+        header = self.format.header
+        others: dict[str, pd.Series] = {}
+        copied = False
+        for type_position, positions in self._value_groups:
+            present = [p for p in positions if p in raw.columns]
+            joined = {p: _contains(raw[p], separator) for p in present}
+            rows = np.logical_or.reduce(list(joined.values())) if joined else None
+            if rows is None or not rows.any():
+                continue
+            if not copied:
+                raw, copied = raw.copy(), True
+            primary = self._primary_positions(raw, type_position, rows)
+            for p in present:
+                hit = joined[p]
+                if not hit.any():
+                    continue
+                index = raw.index[hit]
+                kept, rest = [], []
+                for cell, at in zip(
+                    raw.loc[index, p].str.split(separator, regex=False),
+                    primary.loc[index],
+                    strict=True,
+                ):
+                    values = [v.strip() for v in cell]
+                    at = at if at < len(values) else 0
+                    kept.append(values[at] or None)
+                    rest.append(separator.join(v for i, v in enumerate(values) if v and i != at))
+                raw.loc[index, p] = kept
+                others[OTHER_VALUES.format(column=header[p])] = pd.Series(
+                    [v or None for v in rest], index=index, dtype=object
+                )
+        if not others:
+            return raw, None
+        return raw, pd.DataFrame(others, index=raw.index)
+
+    def _primary_positions(
+        self, raw: pd.DataFrame, type_position: int | None, rows: np.ndarray
+    ) -> pd.Series:
+        """Per row of `rows`, which of a joined cell's values is the primary one: the one whose
+        type (in a type cell joined alike) is marked `*`, else the first."""
+        primary = pd.Series(0, index=raw.index[rows], dtype="int64")
+        if type_position is None or type_position not in raw.columns:
+            return primary
+        types = raw.loc[primary.index, type_position]
+        joined = types[_contains(types, self._separator or "")]
+        for row, labels in joined.str.split(self._separator, regex=False).items():
+            marked = [i for i, kind in enumerate(labels) if kind.strip().startswith(_PRIMARY_MARK)]
+            if marked:
+                primary[row] = marked[0]
+        return primary
 
     @staticmethod
     def _first_filled(raw: pd.DataFrame, positions: tuple[int, ...]) -> pd.Series:

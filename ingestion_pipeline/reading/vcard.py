@@ -9,6 +9,8 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import pandas as pd
+
 from ingestion_pipeline.datasets import CONTACTS, Dataset
 from ingestion_pipeline.reading.detect import SAMPLE_RECORDS, FileFormat, detect_encoding
 from ingestion_pipeline.reading.errors import (
@@ -47,14 +49,24 @@ VCARD_HEADER: tuple[str, ...] = (
     "Birthday",
     "URL",
     "Note",
+    "Show As",
 )
+# Apple's Contacts (Address Book) marks a card that stands for a company, not a person, with
+# X-ABShowAs:COMPANY: its N is empty and its FN is the company's name, not a person's.
+SHOW_AS = "X-ABSHOWAS"
+COMPANY_CARD = "COMPANY"
 # A card with more content lines than this is not a contact card.
 MAX_CARD_LINES = 10_000
 
 
 def _unescape(value: str) -> str:
     return (
-        value.replace("\\n", "\n").replace("\\N", "\n").replace("\\,", ",").replace("\\;", ";")
+        value.replace("\\n", "\n")
+        .replace("\\N", "\n")
+        .replace("\\,", ",")
+        .replace("\\;", ";")
+        # Apple escapes colons too ("http\\://www.apple.ch").
+        .replace("\\:", ":")
     ).replace("\\\\", "\\")
 
 
@@ -114,6 +126,14 @@ class VCardFile(TabularFile):
     @property
     def bytes_read(self) -> int:
         return self._counter.count
+
+    def _person_rows(self, raw: pd.DataFrame) -> pd.Series | None:
+        """Cards of people: a company card's full name is the company's, never split into a
+        person's first and last name (its names stay blank; its company comes from ORG)."""
+        position = VCARD_HEADER.index("Show As")
+        if position not in raw.columns:
+            return None
+        return raw[position].str.upper().ne(COMPANY_CARD)
 
     def _batches(self, size: int) -> Iterator[list[list[str]]]:
         batch = list(self._head)
@@ -200,4 +220,9 @@ class VCardFile(TabularFile):
         if card.get("ORG"):
             company, *units = _components(card["ORG"][0])
             values["Company"], values["Department"] = company, "; ".join(u for u in units if u)
+        if card.get(SHOW_AS):
+            values["Show As"] = _unescape(card[SHOW_AS][0]).strip().upper()
+            if values["Show As"] == COMPANY_CARD and not values["Company"]:
+                # A company card with no ORG is named by its FN.
+                values["Company"] = values["Full Name"]
         return [values[column] for column in VCARD_HEADER]
