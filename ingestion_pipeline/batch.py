@@ -30,9 +30,10 @@ from dagster import (
 from ingestion_pipeline.assets import import_assets_of
 from ingestion_pipeline.assets.common import STEP_FUNCTIONS
 from ingestion_pipeline.checks import CHECK_FUNCTIONS
+from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET
 from ingestion_pipeline.db.import_jobs import get_job
-from ingestion_pipeline.importer import mark_failed
+from ingestion_pipeline.importer import mark_failed, mark_processing
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 
 BATCH_OP = "import_batch"
@@ -74,6 +75,9 @@ def import_one(op_context: OpExecutionContext, resources: dict[str, Any], job_id
     engine = resources["database"].get_engine()
     with engine.connect() as conn:
         job = get_job(conn, job_id)
+    if job is not None and job.status is JobStatus.PENDING:
+        # In flight from here: if the process dies now, this is the job it was reading.
+        mark_processing(engine, job_id)
     # An unknown job goes through contacts' steps, whose first one fails it clearly.
     for assets_def in import_assets_of(job.dataset if job else DEFAULT_DATASET):
         key = assets_def.key

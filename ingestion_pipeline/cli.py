@@ -580,6 +580,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from ingestion_pipeline.worker import Worker
+
+    settings = load_settings()
+    if not settings.warm_max_bytes:
+        raise UsageError("the warm lane is off (WARM_LANE_MAX_BYTES=0): no worker needed")
+    worker = Worker(settings, batch=args.batch, per_tenant=args.per_tenant)
+    # SIGTERM finishes the run in hand, then stops; SIGKILL loses nothing (leases run out).
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    try:
+        worker.run(once=args.once)
+    except KeyboardInterrupt:
+        worker.stop.set()
+    return EXIT_OK
+
+
 def _cmd_api_key(args: argparse.Namespace) -> int:
     from ingestion_pipeline.db.service import create_api_key, list_api_keys, revoke_api_key
 
@@ -765,6 +783,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+    p = command("worker", "run small jobs the moment they arrive (the warm lane)", _cmd_worker)
+    p.add_argument("--batch", type=int, default=50, help="jobs claimed at a time (default 50)")
+    p.add_argument(
+        "--per-tenant", type=int, default=20, help="of which per tenant, in turn (default 20)"
+    )
+    p.add_argument("--once", action="store_true", help="stop when no job is waiting")
 
     p = command("api-key", "create, list or revoke a tenant's API keys", _cmd_api_key)
     p.add_argument("action", choices=["create", "list", "revoke"])

@@ -33,8 +33,20 @@ from ingestion_pipeline.asset_jobs import (
 )
 from ingestion_pipeline.batch import BATCH_OP, batch_job_ids, import_batch_job
 from ingestion_pipeline.constants import REVIEWS_PREFIX, TENANT_TAG, UPLOADS_PREFIX, JobStatus
-from ingestion_pipeline.db.import_jobs import NewJob, get_job, register_jobs, unstarted_jobs
-from ingestion_pipeline.db.service import admit_jobs, run_requests_after, waiting_jobs
+from ingestion_pipeline.db.import_jobs import (
+    NewJob,
+    after_crash,
+    get_job,
+    register_jobs,
+    unstarted_jobs,
+)
+from ingestion_pipeline.db.service import (
+    admit_jobs,
+    request_run,
+    run_requests_after,
+    waiting_jobs,
+)
+from ingestion_pipeline.db.warm_queue import enqueue, take_unclaimed
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import (
     InvalidKeyError,
@@ -43,6 +55,7 @@ from ingestion_pipeline.landing import (
     job_id_for,
     parse_upload_key,
 )
+from ingestion_pipeline.lanes import warm_by_size
 from ingestion_pipeline.partitions import partitions_of
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.review_files import MAPPING_FILE, parse_review_key
@@ -101,6 +114,10 @@ class ListingCursor:
         self.recent = {k: ts for k, ts in self.recent.items() if ts >= horizon}
 
 
+# A small job the warm lane has not claimed after this long goes to the run queue instead.
+WARM_FALLBACK_SECONDS = 30
+
+
 @sensor(
     name="upload_sensor",
     jobs=[*IMPORT_JOBS, import_batch_job],
@@ -118,12 +135,16 @@ def upload_sensor(
     candidates, taken = new_objects(landing_zone.get_zone(), UPLOADS_PREFIX, cursor)
     engine = database.get_engine()
     # Jobs held back by their tenant's import limit are offered again on every tick.
-    with engine.connect() as conn:
-        held = waiting_jobs(conn, load_settings().sensor_max_runs)
-    if not taken and not held:
+    settings = load_settings()
+    with engine.begin() as conn:
+        held = waiting_jobs(conn, settings.sensor_max_runs)
+        # Small jobs no worker took in time (none is running): the run queue takes them.
+        stale = take_unclaimed(conn, WARM_FALLBACK_SECONDS) if settings.warm_max_bytes else []
+    if not taken and not held and not stale:
         return SkipReason("no new uploads")
 
     jobs: dict[str, NewJob] = {}
+    sizes: dict[str, int] = {}
     for obj in taken:
         try:
             parsed = parse_upload_key(obj.key)
@@ -134,6 +155,7 @@ def upload_sensor(
             context.log.warning(f"skipped: {obj.key!r} is empty")
             continue
         job_id = job_id_for(parsed.tenant_id, obj.key, obj.etag)
+        sizes[job_id] = obj.size
         jobs[job_id] = NewJob(
             job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name, parsed.dataset
         )
@@ -152,6 +174,22 @@ def upload_sensor(
             f"{len(jobs) - len(admitted)} upload(s) wait for their tenant's import limit"
         )
     jobs = {job_id: job for job_id, job in jobs.items() if job_id in admitted}
+    warm = {j: job for j, job in jobs.items() if warm_by_size(settings, sizes.get(j, 0))}
+    with engine.begin() as conn:
+        enqueue(conn, [(j, job.tenant_id) for j, job in warm.items()], "upload_sensor")
+        for job_id, _ in stale:
+            found = get_job(conn, job_id)
+            if found is not None and found.status is JobStatus.PENDING:
+                jobs[job_id] = NewJob(
+                    job_id,
+                    found.tenant_id,
+                    found.source_key,
+                    found.source_etag,
+                    found.file_name,
+                    found.dataset,
+                )
+                partitions[job_id] = found.dataset
+    jobs = {job_id: job for job_id, job in jobs.items() if job_id not in warm}
     cursor.advance(taken)
     if len(candidates) > len(taken):
         context.log.info(f"{len(candidates) - len(taken)} more upload(s) left for the next tick")
@@ -354,17 +392,35 @@ def run_check_evaluations(context: RunFailureSensorContext) -> list[AssetCheckEv
     description="Marks an import job FAILED, with the error, when its run fails for good.",
 )
 def import_failure_sensor(context: RunFailureSensorContext, database: DatabaseResource) -> None:
-    """Mark the run's job FAILED unless Dagster will retry the run."""
+    """Mark the run's job FAILED unless Dagster will retry the run; after a crash, run again
+    the jobs the dead process had not finished (the one in flight alone, once)."""
     run = context.dagster_run
     if run.tags.get("dagster/will_retry") == "true":
         return
-    # A batch run that died takes with it the jobs it had not finished; those it did keep
-    # their status (mark_failed touches only PENDING and PROCESSING jobs).
     job_ids = [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
     job_ids += batch_job_ids(run.run_config)
     if not job_ids:
         return
-    error = first_step_error(context.get_step_failure_events(), run_check_evaluations(context))
-    for job_id in job_ids:
-        if mark_failed(database.get_engine(), job_id, error, only_running=True):
-            context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")
+    failures = list(context.get_step_failure_events())
+    checks = run_check_evaluations(context)
+    error = first_step_error(failures, checks)
+    engine = database.get_engine()
+    if failures or any(c.blocking and not c.passed for c in checks):
+        # A step raised (its job marked FAILED or retried by the step) or a check failed.
+        for job_id in job_ids:
+            if mark_failed(engine, job_id, error, only_running=True):
+                context.log.info(f"{job_id}: marked FAILED after run {run.run_id} failed")
+        return
+    # No step failed: the process died (a native abort, an OOM kill). The jobs it had not
+    # finished go back; one tenant's hostile file fails only its own job.
+    reason = (context.failure_event.message or "the run's process died").strip()
+    with engine.begin() as conn:
+        # A run of one job had it in flight, whatever its status says.
+        alone = [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
+        outcome = after_crash(conn, job_ids, reason, alone)
+        for job_id, status in outcome.items():
+            if status is not JobStatus.FAILED:
+                job = get_job(conn, job_id)
+                request_run(conn, job.tenant_id, job_id, import_job.name, f"crash:{run.run_id}")
+    for job_id, status in outcome.items():
+        context.log.info(f"{job_id}: {status.value} after run {run.run_id} died ({reason})")

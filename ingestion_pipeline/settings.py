@@ -45,6 +45,13 @@ class Settings:
     api_part_size: int = DEFAULT_PART_SIZE
     webhook_retry_seconds: float = 2.0
     webhook_max_attempts: int = 12
+    # The warm lane: uploads up to this many bytes (and reprocessing of jobs up to this many
+    # rows) are run by `ingestion-pipeline worker` processes in-process, woken at once; 0 sends
+    # every job through the sensors and the run queue. A claim is held for the lease; a worker
+    # that dies loses its jobs to another when the lease runs out.
+    warm_max_bytes: int = 4 * 1024 * 1024
+    warm_max_rows: int = 50_000
+    warm_lease_seconds: int = 60
 
     @property
     def embedded_database(self) -> bool:
@@ -73,7 +80,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_part_size=_positive_int(env, "API_PART_SIZE", DEFAULT_PART_SIZE),
         webhook_retry_seconds=float(env.get("WEBHOOK_RETRY_SECONDS") or 2.0),
         webhook_max_attempts=_positive_int(env, "WEBHOOK_MAX_ATTEMPTS", 12),
+        warm_max_bytes=_whole(env, "WARM_LANE_MAX_BYTES", 4 * 1024 * 1024),
+        warm_max_rows=_whole(env, "WARM_LANE_MAX_ROWS", 50_000),
+        warm_lease_seconds=_positive_int(env, "WARM_LANE_LEASE_SECONDS", 60),
     )
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of at least 0 (0 turns the feature off)."""
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {value}")
+    return value
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

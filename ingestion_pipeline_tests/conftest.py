@@ -27,6 +27,11 @@ from ingestion_pipeline_tests.helpers import (
 )
 
 
+# The tests drive the sensors and runs by hand; the warm lane's own tests start workers and
+# set WARM_LANE_MAX_BYTES for the processes they start.
+os.environ.setdefault("WARM_LANE_MAX_BYTES", "0")
+
+
 def _server_url() -> str:
     """TEST_DATABASE_URL, else DATABASE_URL, else the embedded PostgreSQL of the project."""
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")

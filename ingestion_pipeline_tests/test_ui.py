@@ -25,6 +25,7 @@ from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
 from ingestion_pipeline.db.engine import get_engine, normalize_url
 from ingestion_pipeline.importer import mark_failed
 from ingestion_pipeline.landing import LocalLandingZone
+from ingestion_pipeline.reading.open import ABORT_ON_ENV
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline_tests.helpers import (
     ServiceProcess,
@@ -46,6 +47,7 @@ from ingestion_pipeline_tests.helpers import (
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
+ABORT_ON = "abort-the-reader.csv"
 DAGSTER = Path(sys.executable).parent / "dagster"
 ASSETS = ["raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"]
 FLAWED = csv_text("dup@acme.io,Dup,One,Acme", "dup@acme.io,Dup,Two,Acme", "broken,No,Mail,Acme")
@@ -70,6 +72,8 @@ class DagsterDev:
             "LANDING_ZONE": str(self.landing),
             # Small batches, so that a burst of a few dozen files makes several batch runs.
             "UPLOAD_BATCH_SIZE": "10",
+            # A file of this name aborts the process reading it, as a native reader may.
+            ABORT_ON_ENV: ABORT_ON,
         }
         self.log = (root / "dagster_dev.log").open("wb")
         self.process = subprocess.Popen(
@@ -373,6 +377,48 @@ def test_a_burst_through_the_daemon_lands_in_batch_runs_and_a_bad_file_fails_alo
     batch_runs = rows(storage, query)
     storage.dispose()
     assert batch_runs and {status for (status,) in batch_runs} == {"SUCCESS"}
+
+
+def test_a_file_that_kills_its_process_fails_alone_and_the_batch_completes(
+    dagster_dev, backfilled, database_url
+):
+    # A burst of 24 files of 8 tenants in batch runs of 10; one of them aborts the process of
+    # its batch run (os.abort(), as a native reader's allocation failure does).
+    for n in range(24):
+        content = csv_text(*(f"k{n}-{r}@crash.io,F{r},L{r},Co" for r in range(5 + n)))
+        folder = dagster_dev.landing / "uploads" / f"crash{n % 8}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = ABORT_ON if n == 6 else f"c{n:02d}.csv"
+        (folder / name).write_bytes(content)
+    engine = get_engine(database_url)
+    deadline = time.monotonic() + 480
+    final = ("COMPLETED", "FAILED", "NEEDS_REVIEW", "NEEDS_MAPPING")
+    found: list[tuple] = []
+    while time.monotonic() < deadline:
+        found = rows(
+            engine,
+            "SELECT file_name, status, crash_count, error FROM import_jobs "
+            "WHERE tenant_id LIKE 'crash%' ORDER BY file_name",
+        )
+        if len(found) == 24 and all(status in final for _, status, _, _ in found):
+            break
+        time.sleep(2)
+    statuses = {name: status for name, status, _, _ in found}
+    assert len(statuses) == 24, statuses
+    assert {n: s for n, s in statuses.items() if s != "COMPLETED"} == {ABORT_ON: "FAILED"}
+    (crashed,) = [(count, error) for name, _, count, error in found if name == ABORT_ON]
+    # Retried once alone, then failed with a message a person understands.
+    assert crashed[0] == 2
+    assert crashed[1].startswith("the reader crashed on this file"), crashed[1]
+    storage = sa.create_engine(normalize_url(dagster_dev.env["DAGSTER_POSTGRES_URL"]))
+    runs = rows(
+        storage,
+        "SELECT pipeline_name, status FROM runs WHERE run_body LIKE :tenant",
+        tenant="%crash%",
+    )
+    storage.dispose()
+    # The batch run that died, the job's own retry that died again; nothing retried forever.
+    assert sum(1 for _, status in runs if status == "FAILURE") == 2, runs
 
 
 def test_the_api_through_the_daemon_upload_review_reprocess_webhook(

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import Dataset, dataset_named
-from ingestion_pipeline.db.tables import import_jobs, issues, staging_rows
+from ingestion_pipeline.db.tables import import_jobs, issues, staging_rows, warm_queue
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,13 @@ def register_jobs(conn: Connection, jobs: Iterable[NewJob]) -> int:
 
 
 def unstarted_jobs(conn: Connection, job_ids: list[str]) -> set[str]:
-    """The PENDING jobs among `job_ids`."""
+    """The PENDING jobs among `job_ids` that the warm lane does not hold."""
     if not job_ids:
         return set()
     query = sa.select(import_jobs.c.job_id).where(
-        import_jobs.c.job_id.in_(job_ids), import_jobs.c.status == JobStatus.PENDING.value
+        import_jobs.c.job_id.in_(job_ids),
+        import_jobs.c.status == JobStatus.PENDING.value,
+        ~sa.exists().where(warm_queue.c.job_id == import_jobs.c.job_id),
     )
     return set(conn.scalars(query))
 
@@ -276,3 +278,31 @@ def unstage_and_fail(conn: Connection, job_id: str, error: str) -> None:
         ),
         {**params, "error": error[:4000]},
     )
+
+
+# The message of a job whose reading killed the process twice.
+CRASHED = "the reader crashed on this file (the process importing it died twice): {reason}"
+
+
+def after_crash(
+    conn: Connection, job_ids: list[str], reason: str, in_flight: Iterable[str] = ()
+) -> dict[str, JobStatus]:
+    """Jobs a dead process had in hand: one it never started stays as it is, to be run again;
+    one in flight (PROCESSING, or named in `in_flight`: the one job of a run) counts a crash,
+    and on its second becomes FAILED with CRASHED. Returns the new status of each job that was
+    still unfinished (the others are left be)."""
+    flying = "(status = 'PROCESSING' OR job_id = ANY(:flight))"
+    last = f"{flying} AND crash_count >= 1"
+    found = conn.execute(
+        sa.text(
+            f"UPDATE import_jobs SET crash_count = crash_count + ({flying})::int, "
+            f"status = CASE WHEN {last} THEN 'FAILED' ELSE status END, "
+            f"error = CASE WHEN {last} THEN :error ELSE error END, "
+            f"finished_at = CASE WHEN {last} THEN now() ELSE finished_at END, "
+            "updated_at = now() "
+            "WHERE job_id = ANY(:ids) AND status IN ('PENDING', 'PROCESSING') "
+            "RETURNING job_id, status"
+        ),
+        {"ids": job_ids, "flight": list(in_flight), "error": CRASHED.format(reason=reason)[:4000]},
+    )
+    return {job_id: JobStatus(status) for job_id, status in found}

@@ -45,6 +45,8 @@ import_jobs = sa.Table(
     # layout: header, samples, sheet, lines skipped above the header and below the data.
     sa.Column("mapping", JSONB),
     sa.Column("layout", JSONB),
+    # Processes that died with the job in hand: one crash is retried alone, two fail the job.
+    sa.Column("crash_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
     sa.CheckConstraint(
         "status IN ('PENDING', 'PROCESSING', 'NEEDS_MAPPING', 'NEEDS_REVIEW', "
@@ -306,6 +308,27 @@ run_requests = sa.Table(
     sa.Column("job_name", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+)
+
+# The warm lane: small jobs for `ingestion-pipeline worker`, claimed under a lease.
+warm_queue = sa.Table(
+    "warm_queue",
+    metadata,
+    sa.Column(
+        "job_id", sa.Text, sa.ForeignKey("import_jobs.job_id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    # What put it there: an upload, a reprocess, a mapping confirmed, the upload sensor.
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    # Claims so far: a job claimed again after a lease ran out was in a process that died.
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    # The Dagster run that has it in hand (failed for the record if its worker died).
+    sa.Column("run_id", sa.Text),
+    sa.Index("ix_warm_queue_tenant", "tenant_id", "enqueued_at"),
 )
 
 # Written by the trigger import_jobs_webhook_event (migration 0003), sent by the service.

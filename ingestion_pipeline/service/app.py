@@ -37,11 +37,11 @@ from ingestion_pipeline.db.service import (
     job_of_tenant,
     key_is_active,
     list_deliveries,
-    request_run,
     service_secret,
     set_webhook,
 )
 from ingestion_pipeline.landing import LandingZone, S3LandingZone
+from ingestion_pipeline.lanes import request_job_run
 from ingestion_pipeline.reading.mapping import MappingError, mappable_fields
 from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
@@ -409,8 +409,8 @@ def _session_view(session: dict[str, Any]) -> dict[str, Any]:
 
 def _run(service: Service, who: Principal, job: ImportJob, job_name: str, source: str):
     with service.engine.begin() as conn:
-        request_id = request_run(conn, who.tenant_id, job.job_id, job_name, source)
-    return {"job_id": job.job_id, "request_id": request_id, "job_name": job_name}
+        lane = request_job_run(conn, load_settings(), job, job_name, source)
+    return {"job_id": job.job_id, **lane, "job_name": job_name}
 
 
 # --- The app -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ingestion_pipeline.db.service import (
     release_admission,
     remember_idempotency_key,
 )
+from ingestion_pipeline.db.warm_queue import enqueue
 from ingestion_pipeline.landing import (
     InvalidKeyError,
     LandingZone,
@@ -38,6 +39,8 @@ from ingestion_pipeline.landing import (
     parse_upload_key,
     upload_key,
 )
+from ingestion_pipeline.lanes import warm_by_size
+from ingestion_pipeline.settings import load_settings
 
 SESSION_TTL = timedelta(hours=24)
 # S3 refuses multipart parts under 5 MiB (all but the last).
@@ -137,6 +140,10 @@ def _admit_and_land(engine: Engine, tenant_id: str, land: Callable[[], ObjectInf
             )
             if verdict.admission_id is not None:
                 attach_admission(conn, verdict.admission_id, job_id)
+            if warm_by_size(load_settings(), info.size):
+                # In the transaction that registers the job: the upload sensor, which sees
+                # the object too, never launches a run of a job the warm lane holds.
+                enqueue(conn, [(job_id, tenant_id)], "upload")
     except BaseException:
         if verdict.admission_id is not None:
             with engine.begin() as conn:
