@@ -75,7 +75,7 @@ def run_import(
     info = put_file(landing_zone(settings), key, path)
     job_id = job_id_for(tenant, key, info.etag)
     with engine.begin() as conn:
-        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, path.name, dataset)])
+        register_jobs(conn, [NewJob(job_id, tenant, key, info.etag, path.name, dataset, info.size)])
         job = get_job(conn, job_id)
     assert job is not None
     run_error = None

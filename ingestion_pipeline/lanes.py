@@ -21,9 +21,14 @@ def warm_by_size(settings: Settings, size: int) -> bool:
     return 0 < size <= settings.warm_max_bytes
 
 
-def warm_by_rows(settings: Settings, job: ImportJob) -> bool:
-    """A job already read (a reprocess, a mapping confirmed) is small enough by its rows."""
-    return bool(settings.warm_max_bytes) and (job.total_rows or 0) <= settings.warm_max_rows
+def warm_job(settings: Settings, job: ImportJob) -> bool:
+    """A job run again (a reprocess, a mapping confirmed) is small enough: by its rows once
+    read, else by its file's size; a job of unknown size goes through the run queue."""
+    if not settings.warm_max_bytes:
+        return False
+    if job.total_rows is not None:
+        return job.total_rows <= settings.warm_max_rows
+    return job.source_size is not None and warm_by_size(settings, job.source_size)
 
 
 def request_job_run(
@@ -31,7 +36,7 @@ def request_job_run(
 ) -> dict[str, Any]:
     """Run `job_name` on the job in the lane it belongs to: the warm queue (a worker is woken
     at commit) or a run request for the sensors."""
-    if warm_by_rows(settings, job):
+    if warm_job(settings, job):
         enqueue(conn, [(job.job_id, job.tenant_id)], source)
         return {"lane": WARM, "request_id": None}
     request_id = request_run(conn, job.tenant_id, job.job_id, job_name, source)

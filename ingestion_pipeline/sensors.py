@@ -157,7 +157,7 @@ def upload_sensor(
         job_id = job_id_for(parsed.tenant_id, obj.key, obj.etag)
         sizes[job_id] = obj.size
         jobs[job_id] = NewJob(
-            job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name, parsed.dataset
+            job_id, parsed.tenant_id, obj.key, obj.etag, parsed.file_name, parsed.dataset, obj.size
         )
 
     with engine.begin() as conn:
@@ -187,6 +187,7 @@ def upload_sensor(
                     found.source_etag,
                     found.file_name,
                     found.dataset,
+                    found.source_size,
                 )
                 partitions[job_id] = found.dataset
     jobs = {job_id: job for job_id, job in jobs.items() if job_id not in warm}

@@ -183,3 +183,27 @@ def test_a_worker_killed_mid_job_loses_nothing(lane, engine):
         engine, "SELECT count(*), count(DISTINCT email) FROM contacts WHERE job_id = :j", j=job_id
     ) == [(3000, 3000)]
     assert rows(engine, "SELECT crash_count FROM import_jobs WHERE job_id = :j", j=job_id) == [(1,)]
+
+
+def test_review_and_reprocess_go_through_the_warm_lane(lane, engine):
+    lane.start_worker()
+    acme = Client(lane.service.url, new_key(engine, "acme"))
+    flawed = csv_text("dup@acme.io,Dup,One,Acme", "dup@acme.io,Dup,Two,Acme", "x,No,Mail,Acme")
+    job_id = acme.upload("f.csv", flawed).json()["job_id"]
+    assert wait_for(engine, [job_id]) == {job_id: "NEEDS_REVIEW"}
+    decisions = {
+        "decisions": [
+            {"row": 2, "action": "discard"},
+            {"row": 3, "action": "fix", "values": {"email": "x@acme.io"}},
+        ]
+    }
+    assert acme.post(f"/v1/jobs/{job_id}/decisions", json=decisions).status_code == 200
+    answer = acme.post(f"/v1/jobs/{job_id}/reprocess")
+    assert answer.status_code == 202 and answer.json()["lane"] == "warm", answer.text
+    deadline = time.monotonic() + 60
+    while acme.get(f"/v1/jobs/{job_id}").json()["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, "reprocess did not complete"
+        time.sleep(0.1)
+    assert rows(engine, "SELECT count(*) FROM run_requests") == [(0,)]
+    runs = lane.instance().get_runs(RunsFilter(tags={"lane": "warm", "tenant": "acme"}))
+    assert len(runs) == 2 and all(r.is_success for r in runs)

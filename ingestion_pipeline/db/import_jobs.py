@@ -27,6 +27,8 @@ class NewJob:
     source_etag: str
     file_name: str
     dataset: str = "contacts"
+    # The stored object's size in bytes: what the lane of a job not read yet is decided by.
+    source_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ImportJob:
     finished_at: datetime | None
     mapping: dict[str, Any] | None
     layout: dict[str, Any] | None
+    source_size: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ImportJob:

@@ -274,7 +274,8 @@ READMIT_AFTER_SECONDS = 15 * 60
 
 _WAITING = sa.text(
     """
-    SELECT j.job_id, j.tenant_id, j.source_key, j.source_etag, j.file_name, j.dataset
+    SELECT j.job_id, j.tenant_id, j.source_key, j.source_etag, j.file_name, j.dataset,
+           j.source_size
     FROM import_jobs j
     JOIN tenant_settings t ON t.tenant_id = j.tenant_id AND t.import_limit IS NOT NULL
     WHERE j.status = 'PENDING'

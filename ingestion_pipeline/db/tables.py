@@ -45,6 +45,7 @@ import_jobs = sa.Table(
     # layout: header, samples, sheet, lines skipped above the header and below the data.
     sa.Column("mapping", JSONB),
     sa.Column("layout", JSONB),
+    sa.Column("source_size", sa.BigInteger),
     # Processes that died with the job in hand: one crash is retried alone, two fail the job.
     sa.Column("crash_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
@@ -328,6 +329,9 @@ warm_queue = sa.Table(
     sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
     # The Dagster run that has it in hand (failed for the record if its worker died).
     sa.Column("run_id", sa.Text),
+    # Queued again while a worker held it (a reprocess asked for during its run): the worker
+    # puts it back instead of taking it off when that run ends.
+    sa.Column("again", sa.Boolean, nullable=False, server_default=sa.text("false")),
     sa.Index("ix_warm_queue_tenant", "tenant_id", "enqueued_at"),
 )
 

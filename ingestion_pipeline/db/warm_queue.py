@@ -27,7 +27,8 @@ class Claim:
 
 def enqueue(conn: Connection, jobs: Iterable[tuple[str, str]], reason: str) -> int:
     """Queue (job id, tenant) pairs for the workers and wake them (NOTIFY goes out at commit);
-    a job queued already keeps its place. Returns how many were added."""
+    a job queued already keeps its place, and one a worker holds runs again after (`again`).
+    Returns how many were added."""
     pairs = list(dict(jobs).items())
     if not pairs:
         return 0
@@ -35,7 +36,8 @@ def enqueue(conn: Connection, jobs: Iterable[tuple[str, str]], reason: str) -> i
         sa.text(
             "INSERT INTO warm_queue (job_id, tenant_id, reason) "
             "SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tenants AS text[])), "
-            "CAST(:reason AS text) ON CONFLICT (job_id) DO NOTHING"
+            "CAST(:reason AS text) ON CONFLICT (job_id) DO UPDATE SET again = true, "
+            "reason = EXCLUDED.reason WHERE warm_queue.claimed_by IS NOT NULL"
         ),
         {"ids": [j for j, _ in pairs], "tenants": [t for _, t in pairs], "reason": reason},
     ).rowcount
@@ -110,11 +112,24 @@ def extend_lease(conn: Connection, worker: str, lease_seconds: float) -> int:
 
 
 def finish(conn: Connection, job_ids: list[str], worker: str) -> None:
-    """Take the worker's finished jobs off the queue."""
+    """Take the worker's finished jobs off the queue; one queued again meanwhile is put back
+    for the next claim."""
+    params = {"ids": job_ids, "w": worker}
     conn.execute(
-        sa.text("DELETE FROM warm_queue WHERE job_id = ANY(:ids) AND claimed_by = :w"),
-        {"ids": job_ids, "w": worker},
+        sa.text(
+            "DELETE FROM warm_queue WHERE job_id = ANY(:ids) AND claimed_by = :w AND NOT again"
+        ),
+        params,
     )
+    conn.execute(
+        sa.text(
+            "UPDATE warm_queue SET again = false, claimed_by = NULL, lease_until = NULL, "
+            "claims = 0, run_id = NULL, enqueued_at = now() "
+            "WHERE job_id = ANY(:ids) AND claimed_by = :w"
+        ),
+        params,
+    )
+    conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 def release(conn: Connection, job_ids: list[str], worker: str) -> None:

@@ -166,7 +166,9 @@ class DecisionsOut(BaseModel):
 
 class RunRequestOut(BaseModel):
     job_id: str
-    request_id: int
+    # "warm": a worker takes it at once; "queue": a run request for the sensors (its id).
+    lane: str
+    request_id: int | None
     job_name: str
 
 

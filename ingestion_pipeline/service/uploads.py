@@ -136,7 +136,17 @@ def _admit_and_land(engine: Engine, tenant_id: str, land: Callable[[], ObjectInf
         with engine.begin() as conn:
             register_jobs(
                 conn,
-                [NewJob(job_id, tenant_id, info.key, info.etag, parsed.file_name, parsed.dataset)],
+                [
+                    NewJob(
+                        job_id,
+                        tenant_id,
+                        info.key,
+                        info.etag,
+                        parsed.file_name,
+                        parsed.dataset,
+                        info.size,
+                    )
+                ],
             )
             if verdict.admission_id is not None:
                 attach_admission(conn, verdict.admission_id, job_id)

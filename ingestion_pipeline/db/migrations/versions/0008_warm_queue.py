@@ -1,4 +1,4 @@
-"""warm_queue: the small jobs that `ingestion-pipeline worker` processes run in-process, each
+"""warm_queue and import_jobs.source_size: the small jobs that `ingestion-pipeline worker` processes run in-process, each
 claimed with SKIP LOCKED under a lease (what a dead worker held goes to another when it ends).
 
 Revision ID: 0008
@@ -33,9 +33,13 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.DateTime(timezone=True)),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
         sa.Column("run_id", sa.Text),
+        sa.Column("again", sa.Boolean, nullable=False, server_default=sa.text("false")),
     )
     op.create_index("ix_warm_queue_tenant", "warm_queue", ["tenant_id", "enqueued_at"])
+    # The stored object's size: the lane of a job not read yet (a mapping confirmed).
+    op.add_column("import_jobs", sa.Column("source_size", sa.BigInteger))
 
 
 def downgrade() -> None:
+    op.drop_column("import_jobs", "source_size")
     op.drop_table("warm_queue")
