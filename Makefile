@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo dev serve test test-fast lint format bench bench-peers explain db-stop clean
+.PHONY: help install browser demo dev serve worker test test-fast lint format bench bench-latency bench-peers explain db-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -52,10 +52,16 @@ demo: install $(DAGSTER_HOME)/dagster.yaml ## Import the bundled sample files on
 	@echo "$$ ingestion-pipeline jobs --tenant shop"
 	@$(BIN)/ingestion-pipeline jobs --tenant shop
 
-dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI and daemon (sensors on) at http://127.0.0.1:3000
+dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI, daemon (sensors on) and a warm-lane worker at http://127.0.0.1:3000
 	mkdir -p landing/uploads
-	DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}" \
+	@# The worker runs small jobs at once; it stops with dagster dev.
+	export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}"; \
+		$(BIN)/ingestion-pipeline worker & worker=$$!; \
+		trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+worker: install $(DAGSTER_HOME)/dagster.yaml ## Start one warm-lane worker (run several, on any machine, to scale out)
+	$(BIN)/ingestion-pipeline worker
 
 serve: install ## Start the HTTP API and review page at http://127.0.0.1:8000 (docs at /docs)
 	$(BIN)/ingestion-pipeline serve --host 127.0.0.1 --port 8000
@@ -69,6 +75,9 @@ test-fast: install ## The inner loop: every test but the browser, daemon and cra
 BENCH_ARGS ?=
 bench: install ## Benchmark the import against COPY of the same file (BENCH_ARGS="--rows N")
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-latency: install ## What people wait for through serve + workers + dagster-daemon, both servers, beside today's path
+	$(BIN)/python benchmarks/latency.py $(BENCH_ARGS)
 
 explain: install ## Every statement over 100 ms of a 1M import and reprocess, with its plan
 	$(BIN)/python benchmarks/explain.py $(BENCH_ARGS)

@@ -785,9 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
     p = command("worker", "run small jobs the moment they arrive (the warm lane)", _cmd_worker)
-    p.add_argument("--batch", type=int, default=50, help="jobs claimed at a time (default 50)")
+    p.add_argument("--batch", type=int, default=32, help="jobs claimed at a time (default 32)")
     p.add_argument(
-        "--per-tenant", type=int, default=20, help="of which per tenant, in turn (default 20)"
+        "--per-tenant", type=int, default=8, help="of which per tenant, in turn (default 8)"
     )
     p.add_argument("--once", action="store_true", help="stop when no job is waiting")
 

@@ -49,7 +49,7 @@ class Settings:
     # rows) are run by `ingestion-pipeline worker` processes in-process, woken at once; 0 sends
     # every job through the sensors and the run queue. A claim is held for the lease; a worker
     # that dies loses its jobs to another when the lease runs out.
-    warm_max_bytes: int = 4 * 1024 * 1024
+    warm_max_bytes: int = 16 * 1024 * 1024
     warm_max_rows: int = 50_000
     warm_lease_seconds: int = 60
 
@@ -80,7 +80,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_part_size=_positive_int(env, "API_PART_SIZE", DEFAULT_PART_SIZE),
         webhook_retry_seconds=float(env.get("WEBHOOK_RETRY_SECONDS") or 2.0),
         webhook_max_attempts=_positive_int(env, "WEBHOOK_MAX_ATTEMPTS", 12),
-        warm_max_bytes=_whole(env, "WARM_LANE_MAX_BYTES", 4 * 1024 * 1024),
+        warm_max_bytes=_whole(env, "WARM_LANE_MAX_BYTES", 16 * 1024 * 1024),
         warm_max_rows=_whole(env, "WARM_LANE_MAX_ROWS", 50_000),
         warm_lease_seconds=_positive_int(env, "WARM_LANE_LEASE_SECONDS", 60),
     )

@@ -54,8 +54,8 @@ class Worker:
         self,
         settings: Settings,
         *,
-        batch: int = 50,
-        per_tenant: int = 20,
+        batch: int = 32,
+        per_tenant: int = 8,
         name: str | None = None,
     ) -> None:
         from ingestion_pipeline.definitions import build_definitions
