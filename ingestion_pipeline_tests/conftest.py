@@ -26,7 +26,6 @@ from ingestion_pipeline_tests.helpers import (
     empty_database,
 )
 
-
 # The tests drive the sensors and runs by hand; the warm lane's own tests start workers and
 # set WARM_LANE_MAX_BYTES for the processes they start.
 os.environ.setdefault("WARM_LANE_MAX_BYTES", "0")
