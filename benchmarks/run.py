@@ -122,6 +122,48 @@ def bench_file(rows: int) -> Path:
     return path
 
 
+def workbook_file(rows: int) -> Path:
+    """The generated workbook of `rows` data rows (made on first use, under another name until
+    complete)."""
+    work = load_settings().data_dir / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"contacts_{rows}.xlsx"
+    if not path.exists():
+        print(f"generating {path} ...", flush=True)
+        partial = path.with_name(path.name + ".partial.xlsx")
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("workbook.py")), "generate",
+             str(partial), str(rows)],
+            check=True,
+        )  # fmt: skip
+        partial.rename(path)
+    return path
+
+
+def bench_workbook(path: Path, env: dict[str, str]) -> list[tuple[str, float, float | None]]:
+    """Our import of the workbook beside calamine reading it whole (the former reader)."""
+    launcher = [sys.executable, str(Path(__file__).with_name("peak_rss.py"))]
+    proc = subprocess.run(
+        [*launcher, sys.executable, "-W", "ignore", str(Path(__file__).with_name("workbook.py")),
+         "calamine", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"calamine read failed: {proc.stderr[-2000:]}")
+    calamine_s = float(proc.stdout.split()[1])
+    calamine_peak = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib=")) / 1024
+    seconds, peak, summary = run_cli(["import", str(path), "--tenant", "workbook"], env)
+    assert summary["status"] in ("COMPLETED", "NEEDS_REVIEW"), summary
+    return [
+        ("(h) workbook: calamine reads the sheet whole (former reader; read only)", calamine_s,
+         calamine_peak),
+        (f"(i) workbook: import through the CLI ({summary['total_rows']:,} rows, streamed)",
+         seconds, peak),
+    ]  # fmt: skip
+
+
 def discard_issue_rows(engine: Engine, job_id: str) -> None:
     """A reviewer's decision to discard every row of the job in ISSUE."""
     with engine.begin() as conn:
@@ -282,6 +324,9 @@ def main() -> None:
         "--burst-files", type=int, default=1000, help="small uploads through the daemon (0: none)"
     )
     parser.add_argument("--burst-tenants", type=int, default=20)
+    parser.add_argument(
+        "--workbook-rows", type=int, default=1_048_575, help="rows of the .xlsx measured (0: none)"
+    )
     args = parser.parse_args()
 
     path = bench_file(args.rows)
@@ -353,6 +398,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
     lake_seconds, lake_peak, _ = run_lake_append(url, job_id)
     staging_floor, load_floor = write_floors(engine, job_id)
     orm_rate = orm_rows_per_second(engine, path, args.orm_rows)
+    workbook = bench_workbook(workbook_file(args.workbook_rows), env) if args.workbook_rows else []
 
     copy_s = statistics.median(results["copy"])
     rows = args.rows
@@ -376,6 +422,7 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             rows / orm_rate,
             None,
         ),
+        *workbook,
     ]
     print()
     print(f"{label}: {rows:,} rows, {args.existing:,} existing contacts, median of {args.repeat}")

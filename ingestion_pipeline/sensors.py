@@ -114,10 +114,6 @@ class ListingCursor:
         self.recent = {k: ts for k, ts in self.recent.items() if ts >= horizon}
 
 
-# A small job the warm lane has not claimed after this long goes to the run queue instead.
-WARM_FALLBACK_SECONDS = 30
-
-
 @sensor(
     name="upload_sensor",
     jobs=[*IMPORT_JOBS, import_batch_job],
@@ -139,7 +135,9 @@ def upload_sensor(
     with engine.begin() as conn:
         held = waiting_jobs(conn, settings.sensor_max_runs)
         # Small jobs no worker took in time (none is running): the run queue takes them.
-        stale = take_unclaimed(conn, WARM_FALLBACK_SECONDS) if settings.warm_max_bytes else []
+        stale = (
+            take_unclaimed(conn, settings.warm_fallback_seconds) if settings.warm_max_bytes else []
+        )
     if not taken and not held and not stale:
         return SkipReason("no new uploads")
 

@@ -52,6 +52,8 @@ class Settings:
     warm_max_bytes: int = 16 * 1024 * 1024
     warm_max_rows: int = 50_000
     warm_lease_seconds: int = 60
+    # A small job no worker claimed for this long (none running) goes to the run queue.
+    warm_fallback_seconds: int = 30
 
     @property
     def embedded_database(self) -> bool:
@@ -83,6 +85,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         warm_max_bytes=_whole(env, "WARM_LANE_MAX_BYTES", 16 * 1024 * 1024),
         warm_max_rows=_whole(env, "WARM_LANE_MAX_ROWS", 50_000),
         warm_lease_seconds=_positive_int(env, "WARM_LANE_LEASE_SECONDS", 60),
+        warm_fallback_seconds=_whole(env, "WARM_LANE_FALLBACK_SECONDS", 30),
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from ingestion_pipeline.batch import BATCH_OP, import_batch_job
 from ingestion_pipeline.constants import TENANT_TAG, JobStatus
-from ingestion_pipeline.db.import_jobs import after_crash, get_job
+from ingestion_pipeline.db.import_jobs import after_crash, datasets_of
 from ingestion_pipeline.db.warm_queue import (
     CHANNEL,
     Claim,
@@ -165,18 +165,23 @@ class Worker:
         started = time.monotonic()
         with self.engine.begin() as conn:
             set_run(conn, ids, self.name, run_id)
-            jobs = [get_job(conn, job_id) for job_id in ids]
-        for job in jobs:
-            if job is not None:
-                name = partitions_name(job.dataset)
-                if not self.instance.has_dynamic_partition(name, job.job_id):
-                    self.instance.add_dynamic_partitions(name, [job.job_id])
+            datasets = datasets_of(conn, ids)
+        by_dataset: dict[str, list[str]] = defaultdict(list)
+        for job_id, dataset in datasets.items():
+            by_dataset[dataset].append(job_id)
+        for dataset, keys in by_dataset.items():
+            # One look-up per dataset; partitions that exist already are left as they are.
+            self.instance.add_dynamic_partitions(partitions_name(dataset), keys)
         heartbeat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(heartbeat,), daemon=True)
         beat.start()
         try:
             result = self.job_def.execute_in_process(
-                run_config={"ops": {BATCH_OP: {"config": {"job_ids": ids}}}},
+                run_config={
+                    "ops": {BATCH_OP: {"config": {"job_ids": ids}}},
+                    # Every event is in the run's log in the UI; the console keeps warnings.
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                },
                 instance=self.instance,
                 run_id=run_id,
                 tags={TENANT_TAG: tenant, LANE_TAG: "warm", "batch_size": str(len(ids))},

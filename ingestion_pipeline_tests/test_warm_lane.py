@@ -5,42 +5,57 @@ materializations and checks, and a worker killed with SIGKILL loses nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 from dagster._core.instance.ref import InstanceRef
+from sqlalchemy.engine import make_url
 
+from ingestion_pipeline.batch import batch_job_ids
+from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
+from ingestion_pipeline.sensors import upload_sensor
 from ingestion_pipeline_tests.helpers import (
     Client,
     ServiceProcess,
     cli_command,
     cli_env,
     csv_text,
+    definitions,
     empty_database,
     new_key,
     rows,
+    sensor_tick,
 )
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parent.parent
 ASSETS = {"raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"}
 
 
 class Lane:
-    """`serve` and workers with the warm lane on, sharing a database and an instance."""
+    """`serve` and workers with the warm lane on, sharing a database and a Dagster instance
+    with the project's dagster.yaml (PostgreSQL storage), as a deployment has them."""
 
-    def __init__(self, database_url: str, root: Path) -> None:
+    def __init__(self, database_url: str, storage_url: str, root: Path) -> None:
         self.root = root
         self.home = root / "home"
+        self.home.mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.landing = root / "landing"
         self.env = cli_env(
             database_url,
-            root / "landing",
+            self.landing,
             self.home,
+            DAGSTER_POSTGRES_URL=storage_url,
             WARM_LANE_MAX_BYTES=str(1024 * 1024),
             WARM_LANE_LEASE_SECONDS="4",
         )
@@ -74,13 +89,23 @@ class Lane:
 
 
 @pytest.fixture
-def lane(database_url, engine, tmp_path) -> Iterator[Lane]:
+def lane(database_url, engine, tmp_path, monkeypatch) -> Iterator[Lane]:
     empty_database(engine)
-    started = Lane(database_url, tmp_path)
+    server = make_url(database_url)
+    name = f"{server.database}_warm_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    storage_url = server.set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    started = Lane(database_url, storage_url, tmp_path)
     try:
         yield started
     finally:
         started.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def wait_for(engine, job_ids: list[str], timeout: float = 120) -> dict[str, str]:
@@ -207,3 +232,80 @@ def test_review_and_reprocess_go_through_the_warm_lane(lane, engine):
     assert rows(engine, "SELECT count(*) FROM run_requests") == [(0,)]
     runs = lane.instance().get_runs(RunsFilter(tags={"lane": "warm", "tenant": "acme"}))
     assert len(runs) == 2 and all(r.is_success for r in runs)
+
+
+def jobs_of_runs(instance: DagsterInstance) -> dict[str, int]:
+    """How many runs executed each job: a partition run's one job, a batch run's list."""
+    counts: dict[str, int] = {}
+    for run in instance.get_runs():
+        ids = batch_job_ids(run.run_config)
+        if "dagster/partition" in run.tags:
+            ids = [run.tags["dagster/partition"]]
+        for job_id in ids:
+            counts[job_id] = counts.get(job_id, 0) + 1
+    return counts
+
+
+def test_two_workers_and_the_sensor_racing_over_200_jobs_run_each_exactly_once(
+    lane, engine, database_url, monkeypatch
+):
+    # The sensor takes every job no worker has claimed yet (fallback after 0 s), and runs what
+    # it took in this process, while two workers claim from the same queue.
+    for n in range(200):
+        folder = lane.landing / "uploads" / f"race{n % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"r{n:03d}.csv").write_bytes(csv_text(f"r{n}@race.io,R,N,Race"))
+    monkeypatch.setenv("WARM_LANE_MAX_BYTES", str(1024 * 1024))
+    monkeypatch.setenv("WARM_LANE_FALLBACK_SECONDS", "0")
+    resources = {
+        "database": DatabaseResource(url=database_url),
+        "landing_zone": LandingZoneResource(url=str(lane.landing)),
+    }
+    instance = lane.instance()
+    data = sensor_tick(upload_sensor, instance, resources)
+    assert not data.run_requests  # every job small: all in the warm queue
+    assert rows(engine, "SELECT count(*) FROM warm_queue") == [(200,)]
+    lane.start_worker("--batch", "4", "--per-tenant", "1")
+    lane.start_worker("--batch", "4", "--per-tenant", "1")
+    cursor, taken = data.cursor, 0
+    deadline = time.monotonic() + 600
+    while rows(engine, "SELECT count(*) FROM import_jobs WHERE status = 'COMPLETED'") != [(200,)]:
+        assert time.monotonic() < deadline, "the race did not finish"
+        data = sensor_tick(upload_sensor, instance, resources, cursor)
+        cursor = data.cursor or cursor
+        for request in data.run_requests:
+            taken += len(batch_job_ids(request.run_config)) or 1
+            definitions(resources).resolve_job_def(request.job_name).execute_in_process(
+                instance=instance,
+                run_config=request.run_config,
+                partition_key=request.partition_key,
+                tags=request.tags,
+                raise_on_error=False,
+            )
+    assert 0 < taken < 200, f"the sensor took {taken} jobs: no race"
+    counts = jobs_of_runs(lane.instance())
+    assert len(counts) == 200 and set(counts.values()) == {1}, {
+        k: v for k, v in counts.items() if v != 1
+    }
+    assert rows(engine, "SELECT count(*), count(DISTINCT job_id) FROM contacts") == [(200, 200)]
+    warm = lane.instance().get_runs(RunsFilter(tags={"lane": "warm"}))
+    assert warm, "the workers ran none"
+
+
+def test_a_bucket_object_takes_the_warm_lane_when_small_and_the_run_queue_when_big(
+    engine, instance, s3_resources, s3_endpoint, s3_bucket, monkeypatch
+):
+    import boto3
+
+    monkeypatch.setenv("WARM_LANE_MAX_BYTES", "1000")
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    small = csv_text("s@acme.io,S,M,Acme")
+    big = csv_text(*(f"b{n}@acme.io,B,G,Acme" for n in range(100)))
+    assert len(small) < 1000 < len(big)
+    s3.put_object(Bucket=s3_bucket, Key="incoming/uploads/acme/small.csv", Body=small)
+    s3.put_object(Bucket=s3_bucket, Key="incoming/uploads/acme/big.csv", Body=big)
+    data = sensor_tick(upload_sensor, instance, s3_resources)
+    queued = rows(engine, "SELECT j.file_name FROM warm_queue q JOIN import_jobs j USING (job_id)")
+    assert queued == [("small.csv",)]
+    (request,) = data.run_requests
+    assert request.partition_key.startswith("acme-big-")

@@ -101,6 +101,14 @@ def get_job(conn: Connection, job_id: str, *, for_update: bool = False) -> Impor
     return ImportJob.from_row(row) if row else None
 
 
+def datasets_of(conn: Connection, job_ids: list[str]) -> dict[str, str]:
+    """The dataset of each of `job_ids` that exists."""
+    query = sa.select(import_jobs.c.job_id, import_jobs.c.dataset).where(
+        import_jobs.c.job_id.in_(job_ids)
+    )
+    return {job_id: dataset for job_id, dataset in conn.execute(query)}
+
+
 def update_job(conn: Connection, job_id: str, **values: Any) -> None:
     """Set columns of one job (status may be a JobStatus) and touch updated_at."""
     if isinstance(values.get("status"), JobStatus):
