@@ -19,6 +19,7 @@ from dagster import (
     AssetMaterialization,
     AssetObservation,
     Config,
+    DagsterInstance,
     Failure,
     MaterializeResult,
     OpExecutionContext,
@@ -122,6 +123,17 @@ def import_one(op_context: OpExecutionContext, resources: dict[str, Any], job_id
     return "done"
 
 
+def pooled_storage(instance: DagsterInstance) -> None:
+    """Dagster's PostgreSQL storage opens a connection per event by default; a batch writes
+    hundreds, so the instance keeps a small pool (what the webserver does). Once per instance:
+    each call makes new engines and leaves the old ones' connections open (a worker running
+    one run after another on one instance reached the server's 100 connections)."""
+    if getattr(instance, "_ingestion_pooled", False):
+        return
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
+    instance._ingestion_pooled = True  # type: ignore[attr-defined]
+
+
 class BatchConfig(Config):
     """The import jobs (partition keys) a batch run takes, in order."""
 
@@ -136,9 +148,7 @@ def import_batch(
     landing_zone: LandingZoneResource,
 ) -> None:
     """Import each job of the batch through the import assets and their checks."""
-    # Dagster's PostgreSQL storage opens a connection per event by default; a batch writes
-    # hundreds, so it keeps a small pool for this run (what the webserver does).
-    context.instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
+    pooled_storage(context.instance)
     resources = {"database": database, "landing_zone": landing_zone}
     outcomes = {job_id: import_one(context, resources, job_id) for job_id in config.job_ids}
     failed = {k: v for k, v in outcomes.items() if v != "done" and "waits" not in v}

@@ -100,6 +100,7 @@ def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
     the run itself failed (a rejected file) or sent back to review speaks through its status.
     """
     from ingestion_pipeline.asset_jobs import dataset_job_name
+    from ingestion_pipeline.batch import pooled_storage
     from ingestion_pipeline.definitions import build_definitions
     from ingestion_pipeline.importer import mark_failed
     from ingestion_pipeline.instance import get_instance
@@ -111,7 +112,7 @@ def _materialize(job: ImportJob, job_name: str, log_level: str) -> str | None:
     instance = get_instance(settings)
     # Dagster's PostgreSQL storage opens a connection per event by default (seventy-odd for
     # one import); a small pool for this process, as the webserver and batch runs keep.
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
+    pooled_storage(instance)
     partitions = partitions_name(job.dataset)
     if not instance.has_dynamic_partition(partitions, job.job_id):
         instance.add_dynamic_partitions(partitions, [job.job_id])
@@ -589,6 +590,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if not settings.warm_max_bytes:
         raise UsageError("the warm lane is off (WARM_LANE_MAX_BYTES=0): no worker needed")
     worker = Worker(settings, batch=args.batch, per_tenant=args.per_tenant)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from ingestion_pipeline.metrics import REGISTRY, DatabaseCollector
+
+        # The worker's own histogram, and the queue's gauges read from the database.
+        REGISTRY.register(DatabaseCollector(worker.engine))
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=REGISTRY)
     # SIGTERM finishes the run in hand, then stops; SIGKILL loses nothing (leases run out).
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     try:
@@ -790,6 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-tenant", type=int, default=8, help="of which per tenant, in turn (default 8)"
     )
     p.add_argument("--once", action="store_true", help="stop when no job is waiting")
+    p.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics at http://127.0.0.1:PORT/"
+    )
 
     p = command("api-key", "create, list or revoke a tenant's API keys", _cmd_api_key)
     p.add_argument("action", choices=["create", "list", "revoke"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -266,27 +266,48 @@ def decide_mapping(engine: Engine, landing: LandingZone, job: ImportJob) -> Mapp
     with landing.open(job.source_key, job.source_etag) as stream:
         source = open_upload(stream, job.file_name, job.declaration)
     fmt, suggestion = source.format, source.suggestion
-    signature = header_signature(fmt.header)
     given = _mapping_file(landing, job, fmt, suggestion)
-    if given is not None:
-        decision = MappingDecision(fmt, given, "mapping file", needs_person=False)
-    elif (used := mapping_in_force(job)) is not None:
-        decision = MappingDecision(fmt, used, job.mapping.get("source", "job"), False)
-    else:
-        with engine.connect() as conn:
-            remembered = remembered_mapping(conn, job.tenant_id, signature)
-        # The same header in another dataset's file maps other fields: not this one's.
-        if remembered is not None and ColumnMapping.from_json(remembered).dataset == job.dataset:
-            mapping = ColumnMapping.from_json(remembered).with_method(Method.REMEMBERED)
-            decision = MappingDecision(fmt, mapping, "remembered", needs_person=False)
-        else:
-            decision = MappingDecision(
-                fmt, suggestion, "automatic", needs_person=bool(suggestion.unmapped)
-            )
+    decision = choose_mapping(engine, job, fmt, suggestion, given)
     if decision.source == "mapping file":  # `map` remembered its mapping when it was given
         with engine.begin() as conn:
             _remember(conn, job, fmt, decision.mapping)
     return decision
+
+
+def choose_mapping(
+    engine: Engine,
+    job: ImportJob,
+    fmt: FileFormat,
+    suggestion: ColumnMapping,
+    given: ColumnMapping | None = None,
+) -> MappingDecision:
+    """The rules of decide_mapping on a file already opened, reading and writing nothing but
+    the tenant's remembered mapping: `given` (a person's mapping file), the mapping the job
+    already used, the remembered one for this header shape, else the suggestion (a person
+    has to confirm it when it leaves a required field unmapped). The upload's first answer
+    (first_answer.py) calls it too, so it tells what the run will decide."""
+    if given is not None:
+        return MappingDecision(fmt, given, "mapping file", needs_person=False)
+    if (used := mapping_in_force(job)) is not None:
+        return MappingDecision(fmt, used, (job.mapping or {}).get("source", "job"), False)
+    with engine.connect() as conn:
+        remembered = remembered_for(conn, job, fmt.header)
+    if remembered is not None:
+        return MappingDecision(fmt, remembered, "remembered", needs_person=False)
+    return MappingDecision(fmt, suggestion, "automatic", needs_person=bool(suggestion.unmapped))
+
+
+def remembered_for(conn: Connection, job: ImportJob, header: Sequence[str]) -> ColumnMapping | None:
+    """The mapping a person confirmed for the tenant's files with this header shape, every
+    field marked `remembered`; None if there is none for the job's dataset."""
+    remembered = remembered_mapping(conn, job.tenant_id, header_signature(header))
+    if remembered is None:
+        return None
+    mapping = ColumnMapping.from_json(remembered)
+    # The same header in another dataset's file maps other fields: not this one's.
+    if mapping.dataset != job.dataset:
+        return None
+    return mapping.with_method(Method.REMEMBERED)
 
 
 def _remember(conn: Connection, job: ImportJob, fmt: FileFormat, mapping: ColumnMapping) -> None:

@@ -25,7 +25,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-from ingestion_pipeline.batch import BATCH_OP, import_batch_job
+from ingestion_pipeline.batch import BATCH_OP, import_batch_job, pooled_storage
 from ingestion_pipeline.constants import TENANT_TAG, JobStatus
 from ingestion_pipeline.db.import_jobs import after_crash, datasets_of
 from ingestion_pipeline.db.warm_queue import (
@@ -36,6 +36,7 @@ from ingestion_pipeline.db.warm_queue import (
     finish,
     set_run,
 )
+from ingestion_pipeline.metrics import observe_job
 from ingestion_pipeline.settings import Settings
 
 LANE_TAG = "lane"
@@ -69,16 +70,19 @@ class Worker:
         self.lease = settings.warm_lease_seconds
         self.engine = database_engine(settings)
         self.instance = get_instance(settings)
-        self.instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
+        pooled_storage(self.instance)
         self.job_def = build_definitions(build_resources(settings)).resolve_job_def(
             import_batch_job.name
         )
         self.stop = threading.Event()
         self.jobs_done = 0
+        self._claimed = time.monotonic()
 
     def run(self, *, once: bool = False, on_claim: Callable[[list[Claim]], None] | None = None):
         """Claim and run jobs until stopped (`once`: until the queue has none free)."""
         listener = self._listen()
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
         _log("worker.started", worker=self.name, lease_seconds=self.lease)
         try:
             while not self.stop.is_set():
@@ -97,8 +101,10 @@ class Worker:
                     continue
                 if on_claim is not None:
                     on_claim(claims)
+                self._claimed = time.monotonic()
                 self._run_claims(claims)
         finally:
+            self.stop.set()
             listener.close()
             _log("worker.stopped", worker=self.name, jobs=self.jobs_done)
 
@@ -164,37 +170,40 @@ class Worker:
         run_id = make_new_run_id()
         started = time.monotonic()
         with self.engine.begin() as conn:
-            set_run(conn, ids, self.name, run_id)
-            datasets = datasets_of(conn, ids)
+            # Only what this worker still holds: a claim whose lease ran out (a stall) may
+            # have been taken by another worker, which runs it instead.
+            held = set_run(conn, ids, self.name, run_id)
+            datasets = datasets_of(conn, held)
+        lost = [job_id for job_id in ids if job_id not in held]
+        if lost:
+            _log("claims.lost", worker=self.name, job_ids=lost)
+        ids = [job_id for job_id in ids if job_id in held]
+        if not ids:
+            return
         by_dataset: dict[str, list[str]] = defaultdict(list)
         for job_id, dataset in datasets.items():
             by_dataset[dataset].append(job_id)
         for dataset, keys in by_dataset.items():
             # One look-up per dataset; partitions that exist already are left as they are.
             self.instance.add_dynamic_partitions(partitions_name(dataset), keys)
-        heartbeat = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(heartbeat,), daemon=True)
-        beat.start()
-        try:
-            result = self.job_def.execute_in_process(
-                run_config={
-                    "ops": {BATCH_OP: {"config": {"job_ids": ids}}},
-                    # Every event is in the run's log in the UI; the console keeps warnings.
-                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-                },
-                instance=self.instance,
-                run_id=run_id,
-                tags={TENANT_TAG: tenant, LANE_TAG: "warm", "batch_size": str(len(ids))},
-                raise_on_error=False,
-            )
-            success = result.success
-        finally:
-            heartbeat.set()
-            beat.join()
+        result = self.job_def.execute_in_process(
+            run_config={
+                "ops": {BATCH_OP: {"config": {"job_ids": ids}}},
+                # Every event is in the run's log in the UI; the console keeps warnings.
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            instance=self.instance,
+            run_id=run_id,
+            tags={TENANT_TAG: tenant, LANE_TAG: "warm", "batch_size": str(len(ids))},
+            raise_on_error=False,
+        )
+        success = result.success
         with self.engine.begin() as conn:
             finish(conn, ids, self.name)
         self.jobs_done += len(ids)
         seconds = time.monotonic() - started
+        for _ in ids:
+            observe_job("warm", time.monotonic() - self._claimed)
         _log(
             "run.finished",
             worker=self.name,
@@ -205,7 +214,11 @@ class Worker:
             seconds=round(seconds, 3),
         )
 
-    def _heartbeat(self, done: threading.Event) -> None:
-        while not done.wait(self.lease / 3):
-            with self.engine.begin() as conn:
-                extend_lease(conn, self.name, self.lease)
+    def _heartbeat(self) -> None:
+        """Extend the leases of everything this worker holds, from its claim to its finish."""
+        while not self.stop.wait(self.lease / 3):
+            try:
+                with self.engine.begin() as conn:
+                    extend_lease(conn, self.name, self.lease)
+            except Exception as exc:  # the next beat tries again; the lease is the limit
+                _log("heartbeat.error", worker=self.name, error=repr(exc))

@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 from dagster._core.instance.ref import InstanceRef
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from ingestion_pipeline.batch import batch_job_ids
@@ -30,6 +32,7 @@ from ingestion_pipeline_tests.helpers import (
     csv_text,
     definitions,
     empty_database,
+    free_port,
     new_key,
     rows,
     sensor_tick,
@@ -57,7 +60,7 @@ class Lane:
             self.home,
             DAGSTER_POSTGRES_URL=storage_url,
             WARM_LANE_MAX_BYTES=str(1024 * 1024),
-            WARM_LANE_LEASE_SECONDS="4",
+            WARM_LANE_LEASE_SECONDS="6",
         )
         self.service = ServiceProcess(self.env, root / "serve.log")
         self.workers: list[subprocess.Popen] = []
@@ -73,6 +76,14 @@ class Lane:
         )
         self.workers.append(proc)
         return proc
+
+    def wait_for_workers(self, timeout: float = 120) -> None:
+        """Until every worker started has loaded the code location and listens."""
+        deadline = time.monotonic() + timeout
+        logs = [self.root / f"worker{n}.log" for n in range(len(self.workers))]
+        while not all('"worker.started"' in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, "a worker did not start"
+            time.sleep(0.2)
 
     def instance(self) -> DagsterInstance:
         return DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
@@ -108,6 +119,10 @@ def lane(database_url, engine, tmp_path, monkeypatch) -> Iterator[Lane]:
         admin.dispose()
 
 
+def warm_runs(lane: Lane, tenant: str) -> list:
+    return list(lane.instance().get_runs(RunsFilter(tags={"lane": "warm", "tenant": tenant})))
+
+
 def wait_for(engine, job_ids: list[str], timeout: float = 120) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     statuses: dict[str, str] = {}
@@ -128,7 +143,8 @@ def wait_for(engine, job_ids: list[str], timeout: float = 120) -> dict[str, str]
 
 
 def test_an_api_upload_completes_through_the_warm_lane_as_a_dagster_run(lane, engine):
-    lane.start_worker()
+    port = free_port()
+    lane.start_worker("--metrics-port", str(port))
     client = Client(lane.service.url, new_key(engine, "acme"))
     response = client.upload(
         "c.csv", csv_text("ann@acme.io,Ann,Lee,Acme", "bob@acme.io,Bob,Ray,Acme")
@@ -154,6 +170,15 @@ def test_an_api_upload_completes_through_the_warm_lane_as_a_dagster_run(lane, en
         if r.event_log_entry.dagster_event.partition == job_id
     }
     assert mine == ASSETS
+    # The worker's metrics, read by Prometheus' own parser.
+    text = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("ingestion_job_seconds_count", (("lane", "warm"),))] == 1
+    assert samples[("ingestion_warm_queue_jobs", (("state", "waiting"),))] == 0
     checks = instance.get_records_for_run(
         runs[0].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
     ).records
@@ -230,7 +255,12 @@ def test_review_and_reprocess_go_through_the_warm_lane(lane, engine):
         assert time.monotonic() < deadline, "reprocess did not complete"
         time.sleep(0.1)
     assert rows(engine, "SELECT count(*) FROM run_requests") == [(0,)]
-    runs = lane.instance().get_runs(RunsFilter(tags={"lane": "warm", "tenant": "acme"}))
+    # The run ends a moment after the job it completed.
+    runs = warm_runs(lane, "acme")
+    while not all(r.is_finished for r in runs):
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.1)
+        runs = warm_runs(lane, "acme")
     assert len(runs) == 2 and all(r.is_success for r in runs)
 
 
@@ -262,11 +292,11 @@ def test_two_workers_and_the_sensor_racing_over_200_jobs_run_each_exactly_once(
         "landing_zone": LandingZoneResource(url=str(lane.landing)),
     }
     instance = lane.instance()
+    lane.start_worker("--batch", "4", "--per-tenant", "1")
+    lane.start_worker("--batch", "4", "--per-tenant", "1")
+    lane.wait_for_workers()
     data = sensor_tick(upload_sensor, instance, resources)
     assert not data.run_requests  # every job small: all in the warm queue
-    assert rows(engine, "SELECT count(*) FROM warm_queue") == [(200,)]
-    lane.start_worker("--batch", "4", "--per-tenant", "1")
-    lane.start_worker("--batch", "4", "--per-tenant", "1")
     cursor, taken = data.cursor, 0
     deadline = time.monotonic() + 600
     while rows(engine, "SELECT count(*) FROM import_jobs WHERE status = 'COMPLETED'") != [(200,)]:

@@ -90,14 +90,17 @@ def claim(
     return [Claim(*row) for row in found]
 
 
-def set_run(conn: Connection, job_ids: list[str], worker: str, run_id: str) -> None:
-    """Record the Dagster run that has the worker's jobs in hand."""
-    conn.execute(
+def set_run(conn: Connection, job_ids: list[str], worker: str, run_id: str) -> list[str]:
+    """Record the Dagster run that has the worker's jobs in hand; the jobs it still holds."""
+    found = conn.execute(
         sa.text(
-            "UPDATE warm_queue SET run_id = :run_id WHERE job_id = ANY(:ids) AND claimed_by = :w"
+            "UPDATE warm_queue SET run_id = :run_id "
+            "WHERE job_id = ANY(:ids) AND claimed_by = :w AND lease_until > now() "
+            "RETURNING job_id"
         ),
         {"run_id": run_id, "ids": job_ids, "w": worker},
     )
+    return [job_id for (job_id,) in found]
 
 
 def extend_lease(conn: Connection, worker: str, lease_seconds: float) -> int:
@@ -165,14 +168,20 @@ def take_unclaimed(conn: Connection, older_than_seconds: float) -> list[tuple[st
     return [(job_id, tenant) for job_id, tenant in found]
 
 
-def depth(conn: Connection) -> dict[str, int]:
-    """Queued jobs by state: waiting, held (lease running), expired (a worker died)."""
-    row = conn.execute(
+def depth(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Queued jobs by state (waiting; held under a running lease; expired: a worker died), and
+    the jobs each worker holds, in one statement."""
+    found = conn.execute(
         sa.text(
-            "SELECT count(*) FILTER (WHERE claimed_by IS NULL), "
-            "count(*) FILTER (WHERE lease_until >= now()), "
-            "count(*) FILTER (WHERE claimed_by IS NOT NULL AND lease_until < now()) "
-            "FROM warm_queue"
+            "SELECT CASE WHEN claimed_by IS NULL THEN 'waiting' WHEN lease_until >= now() "
+            "THEN 'held' ELSE 'expired' END AS state, claimed_by, count(*) "
+            "FROM warm_queue GROUP BY 1, 2"
         )
-    ).one()
-    return {"waiting": row[0], "held": row[1], "expired": row[2]}
+    )
+    states = {"waiting": 0, "held": 0, "expired": 0}
+    leases: dict[str, int] = {}
+    for state, worker, count in found:
+        states[state] += count
+        if state == "held":
+            leases[worker] = count
+    return states, leases

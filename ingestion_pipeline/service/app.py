@@ -40,10 +40,12 @@ from ingestion_pipeline.db.service import (
     service_secret,
     set_webhook,
 )
+from ingestion_pipeline.first_answer import first_answer
 from ingestion_pipeline.landing import LandingZone, S3LandingZone
 from ingestion_pipeline.lanes import request_job_run
 from ingestion_pipeline.reading.mapping import MappingError, mappable_fields
 from ingestion_pipeline.review_files import Decision
+from ingestion_pipeline.service.routes import operations
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
 from ingestion_pipeline.service.uploads import (
     S3_MIN_PART_SIZE,
@@ -127,8 +129,57 @@ class JobOut(BaseModel):
     review_url: str
 
 
+class MappedField(BaseModel):
+    columns: list[str]
+    method: str = Field(
+        description="how the column(s) were decided: remembered, person, profile: <tool>, "
+        "alias, name (words in the header), values, split (of full_name)"
+    )
+
+
+class FirstMapping(BaseModel):
+    source: str = Field(description="automatic, remembered (the tenant's for this header), …")
+    profile: str | None
+    fields: dict[str, MappedField]
+    unmapped: list[str] = Field(description="required fields with no column")
+    empty: list[str] = Field(description="required fields a person left empty on purpose")
+
+
+class SkippedLine(BaseModel):
+    line: int
+    text: str
+
+
+class FirstAnswer(BaseModel):
+    """What the first bytes of the stored file tell, before any run (first_answer.py)."""
+
+    format: str = Field(description="csv, tsv, xlsx, xlsm, xls, ods, json, ndjson or vcf")
+    compression: Literal["gzip"] | None
+    size_bytes: int
+    encoding: str | None
+    delimiter: str | None = Field(description="comma, semicolon, tab or pipe (delimited text)")
+    sheet: str | None = Field(description="the workbook's sheet that is read")
+    header: list[str]
+    skipped_before_header: list[SkippedLine]
+    row_estimate: int | None = Field(
+        description="an estimate of the data rows, not a count (total_rows counts them): "
+        "delimited text's size over the average record of its first bytes, a sheet's stated "
+        "size; null when not cheaply known"
+    )
+    row_estimate_basis: str = Field(description="how row_estimate was reached, or why not")
+    mapping: FirstMapping = Field(description="the mapping the run will use, per field")
+    needs_mapping: bool = Field(
+        description="the job will wait in NEEDS_MAPPING for a person (POST …/mapping)"
+    )
+
+
+class FirstAnswerError(BaseModel):
+    error: str = Field(description="why the file cannot be read (its run fails the same way)")
+
+
 class UploadOut(JobOut):
     created: bool
+    first_answer: FirstAnswer | FirstAnswerError
 
 
 class JobList(BaseModel):
@@ -547,7 +598,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
             response.status_code = 200
         job = tenant_job(service, who, outcome.job_id)
         response.headers["Location"] = f"/v1/jobs/{outcome.job_id}"
-        return {**job_view(service, job), "created": outcome.created}
+        answer = await run_in_threadpool(first_answer, service.zone, job, service.engine)
+        return {**job_view(service, job), "created": outcome.created, "first_answer": answer}
 
     @app.post(
         "/v1/upload-sessions",
@@ -637,7 +689,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
             response.status_code = 200
         response.headers["Location"] = f"/v1/jobs/{outcome.job_id}"
         job = tenant_job(service, who, outcome.job_id)
-        return {**job_view(service, job), "created": outcome.created}
+        answer = first_answer(service.zone, job, service.engine)
+        return {**job_view(service, job), "created": outcome.created, "first_answer": answer}
 
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS, summary="The tenant's jobs")
     def get_jobs(
@@ -806,6 +859,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     from ingestion_pipeline.service.pages import add_pages
 
     add_pages(app)
+    app.include_router(operations.router)  # /healthz, /readyz, /metrics: no key, no limit
+    app.add_middleware(operations.RequestMetricsMiddleware)
     _describe_links(app)
     return app
 

@@ -1,0 +1,1 @@
+"""Routers of the HTTP service, included by create_app (ingestion_pipeline.service.app)."""
