@@ -10,16 +10,19 @@ import argparse
 import io
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
+from dagster import AssetKey, DagsterInstance
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -253,20 +256,118 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
     return seconds, peak_kib / 1024, json.loads(proc.stdout)
 
 
-def run_lake_append(url: str, job_id: str) -> tuple[float, float, int]:
-    """Append the COMPLETED job's contacts to a fresh lake; seconds, peak RSS MiB, rows."""
+def run_lake_append(url: str, job_id: str, *options: str) -> tuple[float, float, int, int]:
+    """Write the COMPLETED job to the lake in a process of its own (a fresh lake of contacts
+    unless `options` say otherwise, see lake_append.py); seconds, peak RSS MiB, rows written,
+    earlier versions replaced."""
     launcher = [sys.executable, str(Path(__file__).with_name("peak_rss.py"))]
     script = str(Path(__file__).with_name("lake_append.py"))
     proc = subprocess.run(
-        [*launcher, sys.executable, "-W", "ignore", script, url, job_id],
+        [*launcher, sys.executable, "-W", "ignore", script, url, job_id, *options],
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"lake append failed: {proc.stderr[-2000:]}")
-    rows, seconds = proc.stdout.split()
+        raise SystemExit(f"lake write failed: {proc.stderr[-2000:]}")
+    rows, seconds, replaced, _ = proc.stdout.split()
     peak_kib = int(proc.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib="))
-    return float(seconds), peak_kib / 1024, int(rows)
+    return float(seconds), peak_kib / 1024, int(rows), int(replaced)
+
+
+LAKE_JOB = "bench-lake-seed"
+PRODUCTS_HEADER = "product_id,sku,name,price,category_id,active,created_at"
+
+
+def _product(key: uuid.UUID, n: int, price: str) -> str:
+    return f"{key},SKU-{n},Product {n},{price},{CATEGORY},{'true' if n % 3 else 'false'},{STAMP}"
+
+
+CATEGORY = uuid.UUID(int=7)
+STAMP = "2025-01-01T00:00:00+00:00"
+
+
+def seed_products(engine: Engine, count: int) -> list[uuid.UUID]:
+    """Give the tenant `count` products, loaded by one job (LAKE_JOB); their keys."""
+    rng = random.Random(27)
+    keys = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(count)]
+    lines = io.StringIO()
+    for n, key in enumerate(keys):
+        lines.write(f"{TENANT},{_product(key, n, f'{n % 1000}.50')},seed{n},{LAKE_JOB},{n + 1}\n")
+    lines.seek(0)
+    copy_from(
+        engine,
+        f"COPY products (tenant_id, {PRODUCTS_HEADER}, content_hash, job_id, source_row) "
+        "FROM STDIN WITH (FORMAT csv)",
+        lines,
+    )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE products"))
+    return keys
+
+
+def upsert_file(keys: list[uuid.UUID], changed: int, added: int) -> Path:
+    """A products export: `changed` of the existing products with a new price, `added` new."""
+    rng = random.Random(28)
+    path = Path(tempfile.mkdtemp(prefix="bench-upsert-")) / "products.csv"
+    with path.open("w") as out:
+        out.write(PRODUCTS_HEADER + "\n")
+        for n in sorted(rng.sample(range(len(keys)), changed)):
+            out.write(_product(keys[n], n, f"{n % 1000}.99") + "\n")
+        for n in range(len(keys), len(keys) + added):
+            out.write(_product(uuid.UUID(int=rng.getrandbits(128), version=4), n, "1.00") + "\n")
+    return path
+
+
+def lake_rows(url: str, warehouse: str, dataset: str) -> int:
+    """The tenant's rows in the dataset's lake table (from the snapshot's metadata)."""
+    from pyiceberg.expressions import EqualTo
+
+    from ingestion_pipeline.lake import LAKE_TABLES, catalog
+
+    table = catalog(None, url, warehouse).load_table(LAKE_TABLES[dataset].name)
+    return table.scan(row_filter=EqualTo("tenant_id", TENANT)).count()
+
+
+def bench_lake_upsert(
+    url: str, env: dict[str, str], existing: int, changed: int, added: int
+) -> list[tuple[str, float, float | None, int]]:
+    """The lake step of an upsert job that changes `changed` of `existing` products and adds
+    `added`, beside the same job's import and its load into PostgreSQL."""
+    engine = get_engine(url)
+    keys = seed_products(engine, existing)
+    warehouse = tempfile.mkdtemp(prefix="bench-lake-")
+    lake = ("--dataset", "products", "--tenant", TENANT, "--warehouse", warehouse)
+    seed_s, seed_peak, seeded, _ = run_lake_append(url, LAKE_JOB, *lake)
+    assert seeded == existing, seeded
+    path = upsert_file(keys, changed, added)
+    seconds, peak, summary = run_cli(
+        ["import", str(path), "--tenant", TENANT, "--dataset", "products"], env
+    )
+    assert summary["status"] == "COMPLETED", summary
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [event] = instance.fetch_materializations(AssetKey("products"), limit=1).records
+        load_s = event.asset_materialization.metadata["seconds"].value
+    lake_s, lake_peak, rows, replaced = run_lake_append(url, summary["job_id"], *lake)
+    assert (rows, replaced) == (changed + added, changed), (rows, replaced)
+    in_lake = lake_rows(url, warehouse, "products")
+    with engine.connect() as conn:
+        in_postgres = conn.scalar(
+            sa.text("SELECT count(*) FROM products WHERE tenant_id = :t"), {"t": TENANT}
+        )
+    assert in_lake == in_postgres == existing + added, (in_lake, in_postgres)
+    print(
+        f"lake upsert: {rows:,} rows written, {replaced:,} earlier versions replaced; "
+        f"{in_lake:,} products in the lake, {in_postgres:,} in PostgreSQL",
+        flush=True,
+    )
+    job = f"{changed:,} changed + {added:,} new of {existing:,} products"
+    return [
+        (f"(j) lake: first load of {existing:,} products (append)", seed_s, seed_peak, existing),
+        (f"(k) upsert job through the CLI ({job})", seconds, peak, rows),
+        ("(l) its load into PostgreSQL (INSERT ... ON CONFLICT DO UPDATE)", load_s, None, rows),
+        ("(m) its lake step: replace the changed keys' rows, add the new (1 snapshot)", lake_s,
+         lake_peak, rows),
+    ]  # fmt: skip
 
 
 def reset_job(engine: Engine, job_id: str | None) -> None:
@@ -327,6 +428,14 @@ def main() -> None:
     parser.add_argument(
         "--workbook-rows", type=int, default=1_048_575, help="rows of the .xlsx measured (0: none)"
     )
+    parser.add_argument(
+        "--lake-existing",
+        type=int,
+        default=1_000_000,
+        help="products in the lake before the upsert job measured (0: none)",
+    )
+    parser.add_argument("--lake-changed", type=int, default=100_000)
+    parser.add_argument("--lake-added", type=int, default=100_000)
     args = parser.parse_args()
 
     path = bench_file(args.rows)
@@ -395,10 +504,16 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             f"{results['reprocess'][-1]:.2f}s ({after['contacts_created']} contacts)",
             flush=True,
         )
-    lake_seconds, lake_peak, _ = run_lake_append(url, job_id)
+    lake_seconds, lake_peak, _, _ = run_lake_append(url, job_id)
     staging_floor, load_floor = write_floors(engine, job_id)
     orm_rate = orm_rows_per_second(engine, path, args.orm_rows)
     workbook = bench_workbook(workbook_file(args.workbook_rows), env) if args.workbook_rows else []
+    upsert = (
+        bench_lake_upsert(url, env, args.lake_existing, args.lake_changed, args.lake_added)
+        if args.lake_existing
+        else []
+    )
+    server = label
 
     copy_s = statistics.median(results["copy"])
     rows = args.rows
@@ -435,6 +550,15 @@ def bench_server(label: str, url: str, path: Path, args: argparse.Namespace) -> 
             f"| {label} | {seconds:.2f} | {rows / seconds:,.0f} | {seconds / copy_s:.1f} | "
             f"{peak_text} |"
         )
+    if upsert:
+        print()
+        print(f"{server}: the lake step of an upsert job, beside its load into PostgreSQL")
+        print()
+        print("| step | seconds | rows/s | peak RSS |")
+        print("| --- | ---: | ---: | ---: |")
+        for step, seconds, peak, step_rows in upsert:
+            peak_text = f"{peak:.0f} MiB" if peak else "-"
+            print(f"| {step} | {seconds:.2f} | {step_rows / seconds:,.0f} | {peak_text} |")
 
 
 if __name__ == "__main__":

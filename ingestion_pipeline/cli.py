@@ -37,6 +37,9 @@ from ingestion_pipeline.settings import StorageSettingsError, load_settings
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REJECTED = 2
+# A folder's import: every job ended COMPLETED (0), some wait for a person and none failed (3),
+# some failed (EXIT_REJECTED), a run broke (EXIT_ERROR).
+EXIT_WAITING = 3
 
 
 class UsageError(Exception):
@@ -294,8 +297,86 @@ def _print_summary(summary: dict[str, Any], as_json: bool, limit: int | None = 1
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    summary = run_import(Path(args.path), args.tenant, _log_level(args), args.dataset)
+    path = Path(args.path)
+    if path.is_dir() or args.dry_run:
+        return _import_folder(path, args)
+    summary = run_import(path, args.tenant, _log_level(args), args.dataset or DEFAULT_DATASET)
     return _finish(summary, args.json)
+
+
+def _import_folder(root: Path, args: argparse.Namespace) -> int:
+    """Every file under `root` (or the one file `root`, with --dry-run): each file's dataset
+    from its folder or name (see folder_import), then, unless --dry-run, all of them imported
+    together in one run; the exit code says how the jobs ended (see EXIT_WAITING)."""
+    from ingestion_pipeline import folder_import
+    from ingestion_pipeline.instance import ensure_dagster_home
+    from ingestion_pipeline.resources import database_engine, landing_zone
+
+    if root.is_dir():
+        files = folder_import.folder_files(root, args.tenant, args.dataset)
+    elif root.is_file():
+        how = "--dataset" if args.dataset else "default"
+        files = [folder_import.FolderFile(root, root.name, args.dataset or DEFAULT_DATASET, how)]
+    else:
+        raise UsageError(f"{root}: no such file or folder")
+    for file in files:
+        if file.skipped:
+            print(f"skipped {file.relative}: {file.skipped}", file=sys.stderr)
+    wanted = folder_import.in_load_order(files)
+    if not wanted:
+        raise UsageError(f"{root}: no file to import")
+    settings = load_settings()
+    ensure_dagster_home(settings)  # a missing setting is said before anything is written
+    engine = database_engine(settings)
+    if args.dry_run:
+        for file in wanted:
+            _print_plan(folder_import.plan(engine, args.tenant, file), args.json)
+        if not args.json:
+            print(f"{len(wanted)} file(s) would be imported; nothing was (--dry-run)")
+        return EXIT_OK
+    jobs = folder_import.register(engine, landing_zone(settings), args.tenant, wanted)
+    if not folder_import.run_batch(settings, args.tenant, jobs, _log_level(args)):
+        print("ingestion-pipeline: the import run failed; see each job's error", file=sys.stderr)
+    from ingestion_pipeline.importer import mark_failed
+
+    statuses = []
+    for job in jobs:
+        # A job the run left half-done fails with a message, as after a single import.
+        mark_failed(engine, job.job_id, "the import run stopped", only_running=True)
+        released = _revalidate_woken(job.job_id, _log_level(args))
+        with engine.connect() as conn:
+            done = get_job(conn, job.job_id)
+            assert done is not None
+            summary = {**job_summary(done), "run_error": None}
+        if released:
+            summary["revalidated"] = released
+        _print_summary(summary, args.json)
+        statuses.append(done.status)
+    if any(status is JobStatus.FAILED for status in statuses):
+        return EXIT_REJECTED
+    if any(status is not JobStatus.COMPLETED for status in statuses):
+        return EXIT_WAITING
+    return EXIT_OK
+
+
+def _print_plan(planned: dict[str, Any], as_json: bool) -> None:
+    """One file of a --dry-run: its dataset, format and the mapping it would get."""
+    if as_json:
+        print(json.dumps({k: v for k, v in planned.items() if k != "described"}))
+        return
+    print(f"{planned['file']}  {planned['dataset']} ({planned['decided_by']})")
+    if "error" in planned:
+        print(f"  would be rejected: {planned['error']}")
+        return
+    where = ", ".join(
+        str(planned[k]) for k in ("format", "encoding", "delimiter", "sheet") if planned.get(k)
+    )
+    print(f"  format: {where}")
+    print(f"  mapping ({planned['mapping_source']}):")
+    for line in planned["described"].splitlines():
+        print(f"    {line}")
+    if planned["needs_mapping"]:
+        print(f"  would wait for a person to map: {', '.join(planned['unmapped'])}")
 
 
 def _log_level(args: argparse.Namespace) -> str:
@@ -714,20 +795,35 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--tenant", type=_tenant, help="act only on this tenant's jobs")
         return sub
 
-    p = command("import", "import a file for a tenant (runs the import in-process)", _cmd_import)
+    p = command(
+        "import",
+        "import a file, or every file under a folder, for a tenant (runs in-process)",
+        _cmd_import,
+    )
     p.add_argument(
         "path",
         metavar="PATH",
-        help="file to import: CSV/TSV/TXT, an Excel or OpenDocument workbook, JSON or NDJSON",
+        help="file to import (CSV/TSV/TXT, an Excel or OpenDocument workbook, JSON or NDJSON), "
+        "or a folder: each file's dataset from its folder (DIR/orders/...) or a name that "
+        "starts with one (orders_2025.ndjson); a file naming none is skipped, or --dataset",
     )
     p.add_argument("--tenant", required=True, type=_tenant, help="tenant id (a slug)")
     p.add_argument(
         "--dataset",
-        default=DEFAULT_DATASET,
+        default=None,
         choices=LOAD_ORDER,
-        help=f"what the file holds (default {DEFAULT_DATASET})",
+        help=f"what the file holds (default {DEFAULT_DATASET}); in a folder, what a file that "
+        "names no dataset holds",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each file with its dataset, format and the mapping it would get; import "
+        "nothing",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (a folder: one per job)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show the run's logs")
 
     p = command("jobs", "list import jobs, newest first", _cmd_jobs)

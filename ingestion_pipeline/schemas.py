@@ -12,7 +12,14 @@ import pandas as pd
 import pandera.pandas as pa
 
 from ingestion_pipeline.constants import IssueKind
-from ingestion_pipeline.datasets import CONTACTS, Dataset, Field, FieldType, Normalization
+from ingestion_pipeline.datasets import (
+    CONTACTS,
+    DECIMAL_PRECISION,
+    Dataset,
+    Field,
+    FieldType,
+    Normalization,
+)
 from ingestion_pipeline.emails import is_valid_email, normalize_email
 from ingestion_pipeline.normalize import normalize_series
 
@@ -20,6 +27,7 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # At most 18 digits: every such integer fits PostgreSQL's bigint.
 _INTEGER = r"[+-]?\d{1,18}"
 _DECIMAL = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?"
+_DECIMAL_PARTS = r"[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,3}))?"
 _DATE = r"\d{4}-\d{2}-\d{2}"
 _TIMESTAMP = _DATE + r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -38,6 +46,24 @@ def _is_json(values: pd.Series) -> pd.Series:
     return values.isna() | values.map(parses, na_action="ignore").eq(True)
 
 
+def _fits_decimal(values: pd.Series, scale: int | None) -> pd.Series:
+    """True where a value is a decimal number with at most `scale` decimal places and at most
+    DECIMAL_PRECISION digits in all (trailing zeros after the point and exponents counted as
+    PostgreSQL counts them: 19.900 and 1.99e1 have two places)."""
+    shaped = values.str.fullmatch(_DECIMAL).fillna(False).astype(bool)
+    if scale is None:
+        return shaped
+    parts = values.where(shaped).str.extract(_DECIMAL_PARTS)
+    whole, fraction = parts[0].fillna(""), parts[1].fillna("")
+    digits = whole + fraction
+    exponent = pd.to_numeric(parts[2], errors="coerce").fillna(0).astype(int)
+    point = whole.str.len() + exponent  # digits before the decimal point once shifted
+    places = (digits.str.rstrip("0").str.len() - point).clip(lower=0)
+    leading_zeros = digits.str.len() - digits.str.lstrip("0").str.len()
+    integer_digits = (point - leading_zeros).clip(lower=0)
+    return shaped & (places <= scale) & (integer_digits <= DECIMAL_PRECISION - scale)
+
+
 def _type_verdict(field: Field, values: pd.Series) -> pd.Series:
     """True where a (normalized, non-missing) value is of the field's type."""
     kind = field.type
@@ -48,7 +74,7 @@ def _type_verdict(field: Field, values: pd.Series) -> pd.Series:
     if kind is FieldType.INTEGER:
         return values.str.fullmatch(_INTEGER)
     if kind is FieldType.DECIMAL:
-        return values.str.fullmatch(_DECIMAL)
+        return _fits_decimal(values, field.scale)
     if kind is FieldType.BOOLEAN:
         return values.isin(("true", "false"))
     if kind in (FieldType.DATE, FieldType.TIMESTAMP):

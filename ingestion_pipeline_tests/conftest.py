@@ -193,3 +193,19 @@ def api_resources(database_url: str, engine: Engine, service_landing: Path) -> d
         "database": DatabaseResource(url=database_url),
         "landing_zone": LandingZoneResource(url=str(service_landing)),
     }
+
+
+@pytest.fixture
+def lake(monkeypatch, tmp_path, database_url):
+    """A lake on a warehouse folder (LAKE_WAREHOUSE set, so the lake assets are in the graph),
+    its catalog in the test database, every dataset's table dropped first."""
+    from ingestion_pipeline.lake import LAKE_TABLES, catalog
+
+    warehouse = tmp_path / "warehouse"
+    monkeypatch.setenv("LAKE_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "1")  # one Arrow batch per row: many blocks
+    lake_catalog = catalog(None, database_url, str(warehouse))
+    for table in LAKE_TABLES.values():
+        if lake_catalog.table_exists(table.name):
+            lake_catalog.purge_table(table.name)
+    return lake_catalog

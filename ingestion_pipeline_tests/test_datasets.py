@@ -229,13 +229,16 @@ def test_wrong_types_are_invalid_value_issues_naming_field_value_and_type(engine
         order("o6", "ann", order_status="lost"),
         order("o7", "ann", customer_email="nobody"),
         order("o8", "ann", total_amount=None),
+        order("o9", "ann", total_amount="12.505"),  # more places than its scale (2)
     ]
     _, orders = load("t1", "orders.ndjson", ndjson(*bad), "orders")
     assert orders.status == "NEEDS_REVIEW"
     messages = {(k, f): m for k, f, m in open_issues(engine, orders.job_id)}
     assert messages[("invalid_value", "order_id")] == ('orders.order_id "not-a-uuid" is not a UUID')
-    found = [m for (k, f), m in messages.items()]
-    assert 'orders.total_amount "12,50" is not a decimal number' in found
+    found = [m for _, _, m in open_issues(engine, orders.job_id)]
+    places = "is not a decimal number with at most 2 decimal places"
+    assert f'orders.total_amount "12,50" {places}' in found
+    assert f'orders.total_amount "12.505" {places}' in found
     assert 'orders.order_date "2025-13-45T10:00:00Z" is not an ISO 8601 timestamp' in found
     assert 'orders.raw_payload "{not json" is not a JSON value' in found
     assert "currency is longer than 3 characters" in found

@@ -3,20 +3,16 @@ DuckDB; the PostgreSQL load untouched when the lake fails or is off."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import duckdb
-import duckdb_extension_avro
-import duckdb_extension_iceberg
 import pytest
 from dagster import AssetKey
 from pyiceberg.table import Transaction
 
 from ingestion_pipeline import lake as lake_module
-from ingestion_pipeline.lake import CONTACTS_TABLE, append_job, catalog, contacts_table
+from ingestion_pipeline.lake import CONTACTS_TABLE, LAKE_TABLES, ensure_table, write_job
 from ingestion_pipeline_tests.helpers import (
     csv_text,
     definitions,
+    duckdb_rows,
     import_bytes,
     job,
     rows,
@@ -27,29 +23,12 @@ ACME = csv_text("ann@acme.io,Ann,Lee,Acme", "bob@acme.io,Bob,Ray,Acme")
 BETA = csv_text("cy@beta.io,Cy,Day,Beta")
 
 
-@pytest.fixture
-def lake(monkeypatch, tmp_path, database_url):
-    """A lake on a warehouse folder, its catalog in the test database."""
-    warehouse = tmp_path / "warehouse"
-    monkeypatch.setenv("LAKE_WAREHOUSE", str(warehouse))
-    monkeypatch.setenv("IMPORT_CHUNK_SIZE", "1")  # one Arrow batch per row: many appends
-    lake_catalog = catalog(None, database_url, str(warehouse))
-    if lake_catalog.table_exists(CONTACTS_TABLE):
-        lake_catalog.purge_table(CONTACTS_TABLE)
-    return lake_catalog
+def contacts_table(lake):
+    return ensure_table(lake, LAKE_TABLES["contacts"])
 
 
-def duckdb_rows(metadata_location: str, query: str) -> list[tuple]:
-    """`query` over the table read by DuckDB's Iceberg reader (the extension wheels' files)."""
-    connection = duckdb.connect(
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    )
-    for module in (duckdb_extension_avro, duckdb_extension_iceberg):
-        path = next(Path(module.__file__).parent.glob("extensions/*/*.duckdb_extension"))
-        connection.execute(f"LOAD '{path}'")
-    return connection.execute(
-        query.replace("CONTACTS", f"iceberg_scan('{metadata_location}')")
-    ).fetchall()
+def append_job(engine, table, job_id: str, chunk_size: int, tenant: str = "acme"):
+    return write_job(engine, LAKE_TABLES["contacts"], table, tenant, job_id, chunk_size)
 
 
 def test_completed_imports_land_once_readable_by_pyiceberg_and_duckdb(
@@ -64,7 +43,7 @@ def test_completed_imports_land_once_readable_by_pyiceberg_and_duckdb(
             e for e in result.get_asset_materialization_events()
             if e.asset_key == AssetKey("contacts_lake")
         ]  # fmt: skip
-        assert event.materialization.metadata["rows_appended"].value == row.contacts_created
+        assert event.materialization.metadata["rows_written"].value == row.contacts_created
     table = lake.load_table(CONTACTS_TABLE)
     data = table.scan().to_arrow()
     assert sorted(data["email"].to_pylist()) == ["ann@acme.io", "bob@acme.io", "cy@beta.io"]

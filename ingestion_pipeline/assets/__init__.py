@@ -1,6 +1,7 @@
 """The import's assets, built per declared dataset from the same stages: raw upload -> staging
 -> reviewed staging -> issues -> the dataset's table (contacts, customers, products, orders,
-order_items), each dataset on its own job partitions."""
+order_items) -> with a lake, its Iceberg table (`<table>_lake`), each dataset on its own job
+partitions."""
 
 from typing import Any
 
@@ -10,6 +11,7 @@ from ingestion_pipeline.assets import raw_upload as _raw_upload  # noqa: F401
 from ingestion_pipeline.assets import reviewed_staging as _reviewed_staging  # noqa: F401
 from ingestion_pipeline.assets import staging as _staging  # noqa: F401
 from ingestion_pipeline.assets.common import STEPS, import_asset, step_key_prefix
+from ingestion_pipeline.assets.lake import lake_asset
 from ingestion_pipeline.assets.tables import table_asset
 from ingestion_pipeline.datasets import DATASETS, DEFAULT_DATASET, LOAD_ORDER, Dataset
 
@@ -47,6 +49,10 @@ def _all_dataset_assets() -> dict[str, dict[str, Any]]:
 
 DATASET_ASSETS: dict[str, dict[str, Any]] = _all_dataset_assets()
 TABLE_ASSETS: dict[str, Any] = {n: a[DATASETS[n].table] for n, a in DATASET_ASSETS.items()}
+# Each dataset's lake table, after its table: built always, in the graph only with a lake.
+LAKE_ASSETS: dict[str, Any] = {
+    n: lake_asset(DATASETS[n], table) for n, table in TABLE_ASSETS.items()
+}
 
 # Contacts' assets by name (their keys have no prefix).
 raw_upload = DATASET_ASSETS[DEFAULT_DATASET]["raw_upload"]
@@ -63,13 +69,11 @@ def lake_enabled() -> bool:
 
 
 def import_assets_of(dataset: str) -> list[Any]:
-    """The dataset's import assets in pipeline order, with the lake's for contacts when a lake
-    is configured (LAKE_WAREHOUSE)."""
+    """The dataset's import assets in pipeline order, its lake table's last when a lake is
+    configured (LAKE_WAREHOUSE)."""
     built = list(DATASET_ASSETS[dataset].values())
-    if dataset == DEFAULT_DATASET and lake_enabled():
-        from ingestion_pipeline.assets.lake import contacts_lake
-
-        built.append(contacts_lake)
+    if lake_enabled():
+        built.append(LAKE_ASSETS[dataset])
     return built
 
 
@@ -80,6 +84,7 @@ def import_assets() -> list[Any]:
 
 __all__ = [
     "DATASET_ASSETS",
+    "LAKE_ASSETS",
     "STAGES",
     "TABLE_ASSETS",
     "contacts",

@@ -6,6 +6,7 @@ A new dataset is a declaration here and a migration creating its table (see READ
 
 from ingestion_pipeline.datasets.contacts import CONTACTS
 from ingestion_pipeline.datasets.declaration import (
+    DECIMAL_PRECISION,
     Dataset,
     DefinitionError,
     Field,
@@ -45,6 +46,7 @@ def dependents(name: str) -> list[str]:
 __all__ = [
     "CONTACTS",
     "DATASETS",
+    "DECIMAL_PRECISION",
     "DEFAULT_DATASET",
     "LOAD_ORDER",
     "Dataset",

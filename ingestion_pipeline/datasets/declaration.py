@@ -45,6 +45,11 @@ _DESCRIBED = {
 }
 
 
+# The widest decimal Iceberg (and so the lake) holds: 38 digits, of which a field's scale are
+# decimal places.
+DECIMAL_PRECISION = 38
+
+
 class MergePolicy(str, Enum):
     """What loading does with a row whose natural key the tenant already has."""
 
@@ -76,6 +81,17 @@ class Field:
     normalization: Normalization = Normalization.NONE
     # Other spellings of the header, compared ignoring case, spaces and punctuation.
     aliases: tuple[str, ...] = ()
+    # Decimal places a DECIMAL field keeps (required for one): a value with more is refused,
+    # and the lake holds the field as decimal(38, scale).
+    scale: int | None = None
+
+    @property
+    def described(self) -> str:
+        """How an issue message names what the field expects."""
+        if self.type is FieldType.DECIMAL and self.scale is not None:
+            places = "decimal place" if self.scale == 1 else "decimal places"
+            return f"a decimal number with at most {self.scale} {places}"
+        return self.type.described
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,18 @@ def check_declarations(datasets: Iterable[Dataset]) -> dict[str, Dataset]:
                 )
             if f.max_length is not None and f.max_length < 1:
                 raise DefinitionError(f"{dataset.name}.{f.name}: max_length must be positive")
+            if f.type is FieldType.DECIMAL and f.scale is None:
+                raise DefinitionError(
+                    f"{dataset.name}.{f.name}: a decimal field declares its scale (decimal "
+                    "places), e.g. scale=2"
+                )
+            if f.scale is not None and (
+                f.type is not FieldType.DECIMAL or not 0 <= f.scale < DECIMAL_PRECISION
+            ):
+                raise DefinitionError(
+                    f"{dataset.name}.{f.name}: scale is for decimal fields, "
+                    f"0 to {DECIMAL_PRECISION - 1}"
+                )
         if dataset.key not in names:
             raise DefinitionError(
                 f"{dataset.name}: natural key {dataset.key!r} is not one of its fields "

@@ -88,7 +88,7 @@ def _row_message(dataset: Dataset) -> str:
     field_sql = "split_part(p, ':', 2)"
     shown = _judged_by_value(dataset)
     expected = {
-        f.name: _literal("one of " + ", ".join(f.allowed) if f.allowed else f.type.described)
+        f.name: _literal("one of " + ", ".join(f.allowed) if f.allowed else f.described)
         for f in shown
     }
     variables = {
