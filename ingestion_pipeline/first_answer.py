@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import zlib
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 from xml.parsers import expat
 
@@ -33,7 +32,7 @@ from ingestion_pipeline.reading.mapping import (
     is_contacts,
     mappable_fields,
 )
-from ingestion_pipeline.reading.open import GZIP_MAGIC, UploadFile
+from ingestion_pipeline.reading.open import GZIP_MAGIC, UploadFile, format_name
 from ingestion_pipeline.reading.records import DelimitedFile
 from ingestion_pipeline.reading.sheets import XlsxBook
 from ingestion_pipeline.reading.spreadsheet import SpreadsheetFile
@@ -78,7 +77,7 @@ def _answer(landing: LandingZone, job: ImportJob, engine: Engine) -> dict[str, A
     rows, basis = _row_estimate(reader, head.kept, size, gzipped)
     text = not isinstance(reader, SpreadsheetFile)
     return {
-        "format": _format_name(reader, job.file_name),
+        "format": format_name(reader, job.file_name),
         "compression": "gzip" if gzipped else None,
         "size_bytes": size,
         "encoding": fmt.encoding if text else None,
@@ -134,17 +133,6 @@ class _Head(io.RawIOBase):
         if len(self.kept) < self._keep:
             self.kept += data[: self._keep - len(self.kept)]
         return n
-
-
-def _format_name(reader: UploadFile, file_name: str) -> str:
-    if isinstance(reader, DelimitedFile):
-        return "tsv" if reader.format.delimiter == "\t" else "csv"
-    if isinstance(reader, JsonFile):
-        return "json" if reader.array else "ndjson"
-    if isinstance(reader, VCardFile):
-        return "vcf"
-    name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
-    return PurePosixPath(name).suffix.lower().lstrip(".")
 
 
 # --- The row estimate -------------------------------------------------------------------------

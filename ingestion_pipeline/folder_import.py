@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path, PurePath
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -101,6 +101,7 @@ def plan(engine: Engine, tenant: str, file: FolderFile) -> dict[str, Any]:
     whether it would wait for a person to confirm it. Nothing is written."""
     from ingestion_pipeline.importer import choose_mapping
     from ingestion_pipeline.reading import UnreadableFileError, open_upload
+    from ingestion_pipeline.reading.open import format_name
 
     assert file.dataset is not None
     planned: dict[str, Any] = {
@@ -112,7 +113,7 @@ def plan(engine: Engine, tenant: str, file: FolderFile) -> dict[str, Any]:
         with file.path.open("rb") as stream:
             reader = open_upload(stream, file.path.name, dataset_named(file.dataset))
             fmt, suggestion = reader.format, reader.suggestion
-            planned["format"] = _format_name(reader, file.path.name)
+            planned["format"] = format_name(reader, file.path.name)
     except UnreadableFileError as exc:
         return {**planned, "error": str(exc)}
     job = provisional_job(tenant, file)
@@ -164,21 +165,6 @@ def provisional_job(tenant: str, file: FolderFile) -> ImportJob:
         mapping=None,
         layout=None,
     )
-
-
-def _format_name(reader: object, file_name: str) -> str:
-    from ingestion_pipeline.reading.jsonl import JsonFile
-    from ingestion_pipeline.reading.records import DelimitedFile
-    from ingestion_pipeline.reading.vcard import VCardFile
-
-    if isinstance(reader, DelimitedFile):
-        return "tsv" if reader.format.delimiter == "\t" else "csv"
-    if isinstance(reader, JsonFile):
-        return "json" if reader.array else "ndjson"
-    if isinstance(reader, VCardFile):
-        return "vcf"
-    name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
-    return PurePosixPath(name).suffix.lower().lstrip(".")
 
 
 def register(

@@ -89,26 +89,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _whole(env: Mapping[str, str], name: str, default: int) -> int:
-    """A whole number of at least 0 (0 turns the feature off)."""
-    raw = env.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be 0 or more, got {value}")
-    return value
-
-
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _whole(env, name, default, minimum=1)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole number of at least `minimum` (0 turns a feature off where that is allowed)."""
     raw = env.get(name) or str(default)
     try:
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 

@@ -24,6 +24,19 @@ ABORT_ON_ENV = "INGESTION_PIPELINE_TEST_ABORT_ON"
 UploadFile = DelimitedFile | JsonFile | SpreadsheetFile | VCardFile
 
 
+def format_name(reader: UploadFile, file_name: str) -> str:
+    """What a person calls the file's format: csv, tsv, json, ndjson, vcf, or the workbook's
+    extension (xlsx, xlsm, xls, ods)."""
+    if isinstance(reader, DelimitedFile):
+        return "tsv" if reader.format.delimiter == "\t" else "csv"
+    if isinstance(reader, JsonFile):
+        return "json" if reader.array else "ndjson"
+    if isinstance(reader, VCardFile):
+        return "vcf"
+    name = file_name[:-3] if file_name.lower().endswith(".gz") else file_name
+    return PurePosixPath(name).suffix.lower().lstrip(".")
+
+
 def open_upload(stream: BinaryIO, file_name: str, dataset: Dataset = CONTACTS) -> UploadFile:
     """Detect the format of `stream` and return a reader over its records of `dataset`.
 

@@ -16,7 +16,7 @@ import re
 import tempfile
 import zipfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, BinaryIO
 from xml.parsers import expat
@@ -105,8 +105,10 @@ class ZipBook:
             raise UnreadableFileError(file_name, f"not a readable workbook ({exc})") from exc
         self.names = set(self._zip.namelist())
 
-    def feed(self, member: str, parser: Any, after: Callable[[], None] | None = None) -> None:
-        """Parse `member` with `parser`, calling `after` between blocks (to hand out rows)."""
+    def parse(self, member: str, parser: Any, what: str = "") -> Iterator[None]:
+        """Feed `member` to `parser` block by block, under the expansion limits; yields after
+        each block, so that a caller hands out what the block closed before the next."""
+        what = what or f"the workbook part {member} "
         try:
             info = self._zip.getinfo(member)
             with self._zip.open(info) as raw:
@@ -114,19 +116,24 @@ class ZipBook:
                     raw,  # type: ignore[arg-type]
                     lambda: info.compress_size,
                     self.file_name,
-                    f"the workbook part {member} ",
+                    what,
                 )
                 while block := stream.read(_FEED_BYTES):
                     parser.Parse(block, False)
-                    if after is not None:
-                        after()
+                    yield
                 parser.Parse(b"", True)
+                yield
         except UnreadableFileError:
             raise
         except (expat.ExpatError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
             raise UnreadableFileError(
-                self.file_name, f"not a readable workbook: {member}: {exc}"
+                self.file_name, f"not a readable workbook: {what.strip()}: {exc}"
             ) from exc
+
+    def feed(self, member: str, parser: Any) -> None:
+        """Parse the whole of `member` with `parser`."""
+        for _ in self.parse(member, parser):
+            pass
 
     def elements(self, member: str, wanted: set[str]) -> list[tuple[str, dict[str, str]]]:
         """The (local name, attributes) of the elements named in `wanted`, in order."""
@@ -408,28 +415,8 @@ class _SheetStream:
         raise NotImplementedError
 
     def rows(self) -> Iterator[Row]:
-        parser = self._parser()
-        book = self.book
-        info = book._zip.getinfo(self.member)
-        try:
-            with book._zip.open(info) as raw:
-                stream = ExpansionLimit(
-                    raw,  # type: ignore[arg-type]
-                    lambda: info.compress_size,
-                    book.file_name,
-                    f"sheet {self.sheet!r} ",
-                )
-                while block := stream.read(_FEED_BYTES):
-                    parser.Parse(block, False)
-                    yield from self._handed_out()
-                parser.Parse(b"", True)
-                yield from self._handed_out()
-        except UnreadableFileError:
-            raise
-        except (expat.ExpatError, zipfile.BadZipFile, ValueError, OSError) as exc:
-            raise UnreadableFileError(
-                book.file_name, f"not a readable workbook: sheet {self.sheet!r}: {exc}"
-            ) from exc
+        for _ in self.book.parse(self.member, self._parser(), f"sheet {self.sheet!r} "):
+            yield from self._handed_out()
 
     def _handed_out(self) -> Iterator[Row]:
         done, self.done = self.done, []
