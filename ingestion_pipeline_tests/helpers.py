@@ -357,7 +357,11 @@ def chromium():
 
 def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
     """The page's visible text once it shows every one of `texts`."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + timeout
@@ -367,6 +371,11 @@ def wait_for_text(driver, *texts: str, timeout: float = 90) -> str:
             body = driver.find_element(By.TAG_NAME, "body").text
         except (StaleElementReferenceException, NoSuchElementException):
             body = ""  # the page is being replaced (a reload as the job settles)
+        except WebDriverException as exc:
+            # Chromium's own word for the same: the body it found was replaced mid-read.
+            if "does not belong to the document" not in str(exc):
+                raise
+            body = ""
         if all(t in body for t in texts):
             return body
         time.sleep(0.5)
