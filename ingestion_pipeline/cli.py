@@ -715,7 +715,12 @@ def _cmd_api_key(args: argparse.Namespace) -> int:
 
 
 def _cmd_tenant(args: argparse.Namespace) -> int:
-    from ingestion_pipeline.db.service import set_import_limit, set_webhook, tenant_config
+    from ingestion_pipeline.db.service import (
+        set_embed_origins,
+        set_import_limit,
+        set_webhook,
+        tenant_config,
+    )
 
     with _engine().begin() as conn:
         if args.no_limit:
@@ -728,6 +733,10 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
             if not args.webhook.startswith(("http://", "https://")):
                 raise UsageError(f"--webhook must be an http(s) URL, got {args.webhook!r}")
             set_webhook(conn, args.tenant, args.webhook)
+        if args.no_embed:
+            set_embed_origins(conn, args.tenant, None)
+        elif args.embed_origin:
+            set_embed_origins(conn, args.tenant, [_origin(o) for o in args.embed_origin])
         config = tenant_config(conn, args.tenant)
     limit = config.get("import_limit")
     print(f"tenant {args.tenant}")
@@ -739,6 +748,42 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
     print(f"  webhook: {config.get('webhook_url') or 'none'}")
     if config.get("webhook_url") and (args.webhook or args.show_secret):
         print(f"  webhook secret: {config['webhook_secret']}")
+    print(f"  embed origins: {' '.join(config.get('embed_origins') or []) or 'none'}")
+    return EXIT_OK
+
+
+def _origin(value: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], nothing after."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise UsageError(
+            f"--embed-origin takes an origin such as https://app.example.com, got {value!r}"
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise UsageError(f"--embed-origin takes an origin only, got {value!r}")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _cmd_import_link(args: argparse.Namespace) -> int:
+    from ingestion_pipeline.service.links import import_link
+
+    try:
+        link = import_link(
+            _engine(),
+            args.base_url,
+            args.tenant,
+            dataset=args.dataset,
+            hours=args.hours,
+            user=args.user,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(link))
+    else:
+        print(link["url"])
     return EXIT_OK
 
 
@@ -768,7 +813,7 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
 
 def _cmd_review_link(args: argparse.Namespace) -> int:
     from ingestion_pipeline.db.service import service_secret
-    from ingestion_pipeline.service.pages import review_link_token
+    from ingestion_pipeline.service.links import review_link_token
 
     job = _open_job(args.job, args.tenant)
     with _engine().begin() as conn:
@@ -913,6 +958,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook", metavar="URL", help="send job events here, signed")
     p.add_argument("--no-webhook", action="store_true", help="stop sending job events")
     p.add_argument("--show-secret", action="store_true", help="print the webhook secret")
+    p.add_argument(
+        "--embed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an origin whose pages may embed the import flow and hear its events "
+        "(repeat for several; replaces the list)",
+    )
+    p.add_argument("--no-embed", action="store_true", help="no origin may embed the flow")
 
     p = command("webhooks", "send due webhook deliveries, or show the delivery log", _cmd_webhooks)
     p.add_argument("action", choices=["deliver", "log"])
@@ -926,6 +979,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hours", type=float, default=24, help="valid for (default 24)")
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="where `serve` listens")
+
+    p = command(
+        "import-link",
+        "print a signed link that opens the import flow for a tenant (a page or an iframe)",
+        _cmd_import_link,
+    )
+    p.add_argument("--tenant", type=_tenant, required=True, help="the tenant it imports for")
+    p.add_argument("--dataset", choices=LOAD_ORDER, help="take files of this dataset only")
+    p.add_argument("--hours", type=float, default=24, help="valid for (default 24)")
+    p.add_argument("--user", help="a label of the person, recorded on their jobs")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="where `serve` listens")
+    p.add_argument("--json", action="store_true", help="print the link and what it carries")
 
     p = command("retry", "run a failed or interrupted import again (resumes)", _cmd_retry, job=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # estimate averages over.
 HEAD_BYTES = 1024 * 1024
 ESTIMATE_BYTES = 64 * 1024
+# The data records shown beside the header (a person mapping columns reads them).
+SAMPLES = 5
 
 
 def first_answer(landing: LandingZone, job: ImportJob, engine: Engine) -> dict[str, Any]:
@@ -85,6 +87,7 @@ def _answer(landing: LandingZone, job: ImportJob, engine: Engine) -> dict[str, A
         "sheet": fmt.sheet,
         "header": list(fmt.header),
         "skipped_before_header": [{"line": n, "text": t[:200]} for n, t in fmt.preamble],
+        "samples": [[str(v)[:200] for v in r] for r in fmt.samples[:SAMPLES]],
         "row_estimate": rows,
         "row_estimate_basis": basis,
         "mapping": mapping_answer(decision.mapping, decision.source),

@@ -9,7 +9,7 @@ from functools import cache
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import CONTACTS, Dataset
@@ -18,7 +18,7 @@ from ingestion_pipeline.db.staging import data_json
 from ingestion_pipeline.db.tables import review_decisions, review_files
 from ingestion_pipeline.db.validation import staged_value
 from ingestion_pipeline.normalize import normalize_text
-from ingestion_pipeline.review_files import Decision
+from ingestion_pipeline.review_files import Decision, render_issues_csv
 from ingestion_pipeline.schemas import judge_rows
 
 
@@ -232,10 +232,11 @@ def _review_page_sql(dataset: Dataset) -> str:
         SELECT s.row_number, {values}
         FROM staging_rows s
         WHERE s.job_id = :job_id AND s.status = 'ISSUE' AND s.row_number > :after
-          AND (CAST(:kind AS text) IS NULL OR EXISTS (
+          AND (CAST(:kind AS text) IS NULL AND CAST(:field AS text) IS NULL OR EXISTS (
               SELECT 1 FROM issue_items k JOIN issues ki ON ki.issue_id = k.issue_id
-              WHERE k.job_id = s.job_id AND k.row_number = s.row_number
-                AND NOT ki.resolved AND ki.kind = :kind))
+              WHERE k.job_id = s.job_id AND k.row_number = s.row_number AND NOT ki.resolved
+                AND (CAST(:kind AS text) IS NULL OR ki.kind = :kind)
+                AND (CAST(:field AS text) IS NULL OR ki.field = :field)))
         ORDER BY s.row_number
         LIMIT :limit)
     SELECT p.row_number, {names},
@@ -261,11 +262,13 @@ def review_page(
     after: int = 0,
     limit: int = 100,
     kind: str | None = None,
+    field: str | None = None,
     dataset: Dataset = CONTACTS,
 ) -> list[dict]:
-    """One page of rows with open issues (record numbers after `after`), each with its
-    problems and the reviewer's decision not yet applied, if any."""
-    params = {"job_id": job_id, "after": after, "limit": limit, "kind": kind}
+    """One page of rows with open issues (record numbers after `after`; only those with an
+    open issue of `kind` on `field` when given), each with its problems and the reviewer's
+    decision not yet applied, if any."""
+    params = {"job_id": job_id, "after": after, "limit": limit, "kind": kind, "field": field}
     return [dict(r) for r in conn.execute(sa.text(_review_page_sql(dataset)), params).mappings()]
 
 
@@ -309,3 +312,170 @@ _DISCARD_KIND = sa.text(
 def discard_kind(conn: Connection, job_id: str, kind: str, source: str) -> int:
     """Record a discard for every row with an open issue of `kind`, in one statement."""
     return conn.execute(_DISCARD_KIND, {"job_id": job_id, "kind": kind, "source": source}).rowcount
+
+
+_ROWS_BY_FIELD = sa.text(
+    """
+    SELECT i.field, count(DISTINCT ii.row_number)
+    FROM issues i
+    JOIN issue_items ii ON ii.issue_id = i.issue_id
+    JOIN staging_rows s ON s.job_id = ii.job_id AND s.row_number = ii.row_number
+    WHERE i.job_id = :job_id AND NOT i.resolved AND s.status = 'ISSUE'
+    GROUP BY i.field
+    """
+)
+
+
+def row_counts_by_field(conn: Connection, job_id: str) -> dict[str, int]:
+    """Rows with an open issue on each field (what `review_page(field=…)` lists), in one
+    statement."""
+    return {field: count for field, count in conn.execute(_ROWS_BY_FIELD, {"job_id": job_id})}
+
+
+@dataclass(frozen=True)
+class ReplaceExample:
+    """One row a find and replace changes: its value before and after."""
+
+    row_number: int
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class ReplacePreview:
+    """What a find and replace would do: the rows it changes and the first few of them."""
+
+    rows: int
+    examples: list[ReplaceExample]
+
+
+# The rows in error of the job (those review_page lists) that a find and replace changes, with
+# the value each has now: a pending fix of the field wins over the staged value, and a row
+# pending discard is left alone. The value written is normalized as record_decisions would.
+@cache
+def _replaced_sql(dataset: Dataset, field: str, whole: bool) -> str:
+    staged = staged_value(dataset, field)
+    matches = "v.before = :find" if whole else "strpos(v.before, :find) > 0"
+    replaced = "CAST(:replacement AS text)" if whole else "replace(v.before, :find, :replacement)"
+    return f"""
+    WITH latest AS (
+        SELECT DISTINCT ON (row_number) row_number, action, changes
+        FROM review_decisions
+        WHERE job_id = :job_id AND applied_at IS NULL
+        ORDER BY row_number, decision_id DESC),
+    v AS (
+        SELECT s.row_number, d.changes,
+               CASE WHEN d.changes ? :field THEN d.changes->>:field ELSE {staged} END AS before
+        FROM staging_rows s
+        LEFT JOIN latest d ON d.row_number = s.row_number
+        WHERE s.job_id = :job_id AND s.status = 'ISSUE'
+          AND d.action IS DISTINCT FROM 'discard'
+          AND EXISTS (SELECT 1 FROM issue_items ii JOIN issues i ON i.issue_id = ii.issue_id
+                      WHERE ii.job_id = s.job_id AND ii.row_number = s.row_number
+                        AND NOT i.resolved)),
+    replaced AS (
+        SELECT v.row_number, v.changes, v.before,
+               nullif(btrim(normalize({replaced}, NFC), E' \\t\\r\\n'), '') AS after
+        FROM v
+        WHERE {matches}),
+    changed AS (
+        SELECT * FROM replaced WHERE after IS DISTINCT FROM before)
+    """
+
+
+def _replace_params(
+    job_id: str, dataset: Dataset, field: str, find: str, replacement: str
+) -> dict[str, str]:
+    """The bound parameters of a find and replace; ReviewError for one that cannot be run."""
+    if field not in dataset.field_names:
+        raise ReviewError(f"unknown field {field!r}; fields: {', '.join(dataset.field_names)}")
+    if not find:
+        raise ReviewError("nothing to find: type the text to replace")
+    for text in (find, replacement):
+        if "\x00" in text or not _encodable(text):
+            raise ReviewError("find and replace take plain text (no NUL or broken characters)")
+    return {"job_id": job_id, "field": field, "find": find, "replacement": replacement}
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def replace_preview(
+    conn: Connection,
+    job_id: str,
+    dataset: Dataset,
+    field: str,
+    find: str,
+    replacement: str,
+    *,
+    whole: bool = False,
+    examples: int = 5,
+) -> ReplacePreview:
+    """How many of the job's rows in error replacing `find` by `replacement` in `field` would
+    change, and the first `examples` of them; one statement, nothing written.
+
+    Args:
+        conn: A connection to the database.
+        job_id: The import job.
+        dataset: The job's dataset.
+        field: One of the dataset's fields; ReviewError for any other.
+        find: The text to find (not empty), case-sensitive.
+        replacement: What replaces each occurrence (may be empty).
+        whole: Replace only a value that is exactly `find`.
+        examples: How many changed rows to show (at least one is read).
+    """
+    params = _replace_params(job_id, dataset, field, find, replacement)
+    sql = _replaced_sql(dataset, field, whole) + (
+        "SELECT row_number, before, after, count(*) OVER () AS total "
+        "FROM changed ORDER BY row_number LIMIT :limit"
+    )
+    found = conn.execute(sa.text(sql), {**params, "limit": max(examples, 1)}).all()
+    shown = [ReplaceExample(r.row_number, r.before, r.after) for r in found[:examples]]
+    return ReplacePreview(rows=found[0].total if found else 0, examples=shown)
+
+
+def replace_in_field(
+    conn: Connection,
+    job_id: str,
+    dataset: Dataset,
+    field: str,
+    find: str,
+    replacement: str,
+    *,
+    whole: bool = False,
+    source: str,
+) -> int:
+    """Record a `fix` of `field` on every row in error that the find and replace changes (see
+    replace_preview), in one statement; a pending fix keeps its other fields. Returns the
+    rows recorded."""
+    params = _replace_params(job_id, dataset, field, find, replacement)
+    sql = _replaced_sql(dataset, field, whole) + (
+        "INSERT INTO review_decisions (job_id, row_number, action, changes, source) "
+        "SELECT :job_id, row_number, 'fix', "
+        "coalesce(changes, '{}'::jsonb) || jsonb_build_object(CAST(:field AS text), after), "
+        ":source FROM changed ORDER BY row_number"
+    )
+    return conn.execute(sa.text(sql), {**params, "source": source}).rowcount
+
+
+def review_csv_chunks(
+    engine: Engine, job_id: str, dataset: Dataset = CONTACTS, rows_per_chunk: int = 2000
+) -> Iterator[bytes]:
+    """The review file of the job's rows in error (write_issues_csv), a chunk of rows at a
+    time from one streamed statement, for a download that never holds the whole file."""
+    head = render_issues_csv((), dataset)
+    yield head
+    with engine.connect() as conn:
+        batch: list[dict] = []
+        for row in rows_for_review(conn, job_id, dataset):
+            batch.append(row)
+            if len(batch) >= rows_per_chunk:
+                yield render_issues_csv(batch, dataset)[len(head) :]
+                batch = []
+        if batch:
+            yield render_issues_csv(batch, dataset)[len(head) :]

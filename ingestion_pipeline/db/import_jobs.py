@@ -59,10 +59,13 @@ class ImportJob:
     mapping: dict[str, Any] | None
     layout: dict[str, Any] | None
     source_size: int | None = None
+    # The import link the file came through, and the user label the link carried.
+    link_id: str | None = None
+    uploaded_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ImportJob:
-        values = {f.name: row[f.name] for f in fields(cls)}
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
         return cls(**{**values, "status": JobStatus(values["status"])})
 
     @property
@@ -203,6 +206,11 @@ def job_summary(job: ImportJob) -> dict[str, Any]:
         "error": job.error,
         "mapping": job.mapping,
         "layout": job.layout,
+        "waiting_for": (
+            sorted({r.dataset for r in job.declaration.references})
+            if job.status is JobStatus.WAITING_FOR_REFERENCES
+            else []
+        ),
     }
 
 
@@ -211,10 +219,12 @@ def list_jobs(
     *,
     tenant_id: str | None = None,
     status: str | None = None,
+    link_id: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[ImportJob]:
-    """Jobs, newest first, optionally of one tenant and one status, optionally one page."""
+    """Jobs, newest first, optionally of one tenant, one status and one import link,
+    optionally one page."""
     query = (
         sa.select(import_jobs)
         .order_by(import_jobs.c.created_at.desc(), import_jobs.c.job_id)
@@ -225,6 +235,8 @@ def list_jobs(
         query = query.where(import_jobs.c.tenant_id == tenant_id)
     if status is not None:
         query = query.where(import_jobs.c.status == status)
+    if link_id is not None:
+        query = query.where(import_jobs.c.link_id == link_id)
     return [ImportJob.from_row(row) for row in conn.execute(query).mappings()]
 
 
@@ -317,3 +329,14 @@ def after_crash(
         {"ids": job_ids, "flight": list(in_flight), "error": CRASHED.format(reason=reason)[:4000]},
     )
     return {job_id: JobStatus(status) for job_id, status in found}
+
+
+def mark_link(
+    conn: Connection, job_id: str, link_id: str, user: str | None, *, only_unclaimed: bool
+) -> None:
+    """Record the import link a job's file came through (and the link's user label); with
+    `only_unclaimed`, only on a job that no link has yet (the same bytes sent again)."""
+    query = sa.update(import_jobs).where(import_jobs.c.job_id == job_id)
+    if only_unclaimed:
+        query = query.where(import_jobs.c.link_id.is_(None))
+    conn.execute(query.values(link_id=link_id, uploaded_by=user))

@@ -159,6 +159,15 @@ def set_webhook(conn: Connection, tenant_id: str, url: str | None) -> str | None
     return secret
 
 
+def set_embed_origins(conn: Connection, tenant_id: str, origins: list[str] | None) -> None:
+    """The origins whose pages may frame the tenant's import flow and hear its events."""
+    _upsert_settings(conn, tenant_id, embed_origins=origins or None)
+
+
+def embed_origins(conn: Connection, tenant_id: str) -> list[str]:
+    return list(tenant_config(conn, tenant_id).get("embed_origins") or [])
+
+
 # --- Admissions under the sliding-window import limit ----------------------------------------
 
 

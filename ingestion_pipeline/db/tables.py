@@ -46,6 +46,8 @@ import_jobs = sa.Table(
     sa.Column("mapping", JSONB),
     sa.Column("layout", JSONB),
     sa.Column("source_size", sa.BigInteger),
+    sa.Column("link_id", sa.Text),
+    sa.Column("uploaded_by", sa.Text),
     # Processes that died with the job in hand: one crash is retried alone, two fail the job.
     sa.Column("crash_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant_id", "source_key", "source_etag", name="uq_import_jobs_source"),
@@ -56,6 +58,7 @@ import_jobs = sa.Table(
     ),
     sa.Index("ix_import_jobs_tenant_status", "tenant_id", "status"),
     sa.Index("ix_import_jobs_tenant_dataset", "tenant_id", "dataset"),
+    sa.Index("ix_import_jobs_link", "tenant_id", "link_id"),
 )
 
 # Mappings a person confirmed, by tenant and header signature: the next export of the same
@@ -253,6 +256,7 @@ tenant_settings = sa.Table(
     sa.Column("window_seconds", sa.Integer),
     sa.Column("webhook_url", sa.Text),
     sa.Column("webhook_secret", sa.Text),
+    sa.Column("embed_origins", JSONB),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
     sa.CheckConstraint(
         "(import_limit IS NULL) = (window_seconds IS NULL) "

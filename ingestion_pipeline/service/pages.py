@@ -1,28 +1,34 @@
-"""The review page: server-rendered HTML, forms that work without script or mouse."""
+"""What the pages share: templates, who is looking (a signed-in session cookie, or an import
+link's token carried in the URL and the forms, since a third-party frame gets no cookie of
+ours), form reading with its CSRF check, and the headers that say who may frame a page."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.decisions import discard_kind, review_page
-from ingestion_pipeline.db.import_jobs import issue_counts_by_kind
-from ingestion_pipeline.db.service import authenticate, run_requested_since
-from ingestion_pipeline.review_files import Decision
-from ingestion_pipeline.service.signing import InvalidSignatureError, make_token, read_token
+from ingestion_pipeline.db.service import embed_origins
+from ingestion_pipeline.service.deps import (
+    SESSION_COOKIE,
+    Principal,
+    Service,
+    get_service,
+    token_principal,
+)
+from ingestion_pipeline.service.signing import make_token
+from ingestion_pipeline.service.uploads import InvalidRequestError, TooLargeError
 
-PAGE_SIZE = 50
 SESSION_HOURS = 8
 MAX_FORM_BYTES = 1024 * 1024
-RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
+STATIC = Path(__file__).with_name("static")
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -30,225 +36,120 @@ _templates = Environment(
 )
 
 
-def review_link_token(secret: bytes, tenant_id: str, job_id: str, hours: float) -> str:
-    """A link's token: opens one job's review page for `hours`, no key needed."""
-    return make_token(secret, {"tenant": tenant_id, "job": job_id}, int(hours * 3600))
-
-
-def _csrf(secret: bytes, cookie: str) -> str:
+def csrf_token(secret: bytes, cookie: str) -> str:
     return hmac.new(secret, b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()
 
 
-async def _form(request: Request) -> dict[str, str]:
-    body = b""
-    async for block in request.stream():
-        body += block
-        if len(body) > MAX_FORM_BYTES:
-            from ingestion_pipeline.service.uploads import TooLargeError
-
-            raise TooLargeError("the form is too large")
-    try:
-        pairs = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=5000)
-    except (UnicodeDecodeError, ValueError):
-        from ingestion_pipeline.service.uploads import InvalidRequestError
-
-        raise InvalidRequestError("the form could not be read") from None
-    return {k: v[-1] for k, v in pairs.items()}
+def viewer(request: Request, link: str | None = None) -> Principal | None:
+    """Who looks at a page: the import link's token when one is given (a link that is forged
+    or expired is no one), else the signed-in session cookie."""
+    service = get_service(request)
+    if link:
+        found = token_principal(service, link)
+        return found if found is not None and found.link_id is not None else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return token_principal(service, cookie) if cookie else None
 
 
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(name).render(**context), status_code=status)
+class Page:
+    """A page for one viewer: its links keep the viewer's import link, its forms carry the
+    link (or the session's CSRF token), and its headers allow framing by the tenant's embed
+    origins only."""
 
+    def __init__(self, request: Request, who: Principal | None) -> None:
+        self.request = request
+        self.who = who
+        self.service: Service = get_service(request)
+        self.origins: list[str] = []
+        if who is not None and who.link_id is not None:
+            with self.service.engine.connect() as conn:
+                self.origins = embed_origins(conn, who.tenant_id)
 
-def _login_redirect(path: str) -> RedirectResponse:
-    return RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+    def url(self, path: str, **query: Any) -> str:
+        """`path` with `query` (None values left out) and the viewer's import link."""
+        params = {k: v for k, v in query.items() if v not in (None, "")}
+        if self.who is not None and self.who.token:
+            params["link"] = self.who.token
+        return f"{path}?{urlencode(params)}" if params else path
 
+    def auth_fields(self) -> dict[str, str]:
+        """The hidden fields a form of this page posts to prove who sent it."""
+        if self.who is not None and self.who.token:
+            return {"link": self.who.token}
+        cookie = self.request.cookies.get(SESSION_COOKIE, "")
+        return {"csrf": csrf_token(self.service.secret, cookie)}
 
-def _safe_next(value: str | None) -> str:
-    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        events = {"origins": self.origins, "user": self.who.user if self.who else None}
+        html = _templates.get_template(name).render(
+            url=self.url,
+            auth_fields=self.auth_fields(),
+            viewer=self.who,
+            events_json=json.dumps(events),
+            **context,
+        )
+        return self.headers(HTMLResponse(html, status_code=status))
 
+    def redirect(self, path: str, **query: Any) -> RedirectResponse:
+        return self.headers(RedirectResponse(self.url(path, **query), status_code=303))
 
-def add_pages(app: FastAPI) -> None:
-    """Mount /login and /review/{job_id} on the app."""
-    from ingestion_pipeline.service.app import (
-        SESSION_COOKIE,
-        Principal,
-        Service,
-        record_job_decisions,
-        request_reprocess,
-        session_principal,
-        tenant_job,
-    )
-    from ingestion_pipeline.service.uploads import NotFoundError, ServiceError
+    def headers(self, response: Response) -> Any:
+        ancestors = " ".join(["'self'", *self.origins])
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
+        )
+        # Links carry tokens: no page tells another site its address.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
-    def service_of(request: Request) -> Service:
-        return request.app.state.service
-
-    def who(request: Request) -> Principal | None:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        return session_principal(service_of(request), cookie) if cookie else None
-
-    def set_session(response: RedirectResponse, request: Request, claims: dict[str, Any]) -> None:
-        token = make_token(service_of(request).secret, claims, SESSION_HOURS * 3600)
+    def sign_in(self, response: RedirectResponse, claims: dict[str, Any]) -> None:
+        token = make_token(self.service.secret, claims, SESSION_HOURS * 3600)
         response.set_cookie(
             SESSION_COOKIE,
             token,
             max_age=SESSION_HOURS * 3600,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=self.request.url.scheme == "https",
         )
 
-    @app.get("/login", include_in_schema=False)
-    def login_page(request: Request, next: str | None = None) -> HTMLResponse:
-        return _render("login.html", next=_safe_next(next), error=None)
 
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request):
-        form = await _form(request)
-        service = service_of(request)
-        with service.engine.connect() as conn:
-            found = authenticate(conn, form.get("key", "").strip())
-        target = _safe_next(form.get("next"))
-        if found is None:
-            return _render("login.html", 401, next=target, error="That key is not valid.")
-        response = RedirectResponse(target, status_code=303)
-        set_session(response, request, {"tenant": found[0], "key": found[1]})
-        return response
+def login_redirect(request: Request, path: str) -> Response:
+    return Page(request, None).headers(
+        RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+    )
 
-    @app.get("/review/{job_id}", include_in_schema=False)
-    def review(
-        request: Request,
-        job_id: str,
-        token: str | None = None,
-        kind: Annotated[str | None, Query(max_length=64)] = None,
-        after: Annotated[int, Query(ge=0, le=2**31)] = 0,
-        saved: str | None = None,
-    ):
-        service = service_of(request)
-        if token is not None:
-            try:
-                claims = read_token(service.secret, token)
-            except InvalidSignatureError as exc:
-                return _render("login.html", 401, next=f"/review/{job_id}", error=str(exc) + ".")
-            if claims.get("job") != job_id or "key" in claims:
-                return _render("login.html", 401, next=f"/review/{job_id}", error="Wrong link.")
-            response = RedirectResponse(f"/review/{job_id}", status_code=303)
-            set_session(response, request, {"tenant": claims["tenant"], "job": job_id})
-            return response
-        principal = who(request)
-        if principal is None:
-            return _login_redirect(f"/review/{job_id}")
-        try:
-            job = tenant_job(service, principal, job_id)
-        except NotFoundError:
-            return _render("missing.html", 404, job_id=job_id)
-        with service.engine.connect() as conn:
-            counts = issue_counts_by_kind(conn, job_id)
-            dataset = job.declaration
-            fields = dataset.field_names
-            rows = review_page(
-                conn, job_id, after=after, limit=PAGE_SIZE + 1, kind=kind or None, dataset=dataset
-            )
-            waiting = run_requested_since(conn, job_id, job.updated_at)
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
-        for row in rows:
-            row["flagged"] = {p["field"] for p in row["problems"]}
-            changes = row["pending_changes"] or {}
-            row["values"] = {f: (changes[f] if f in changes else row[f]) or "" for f in fields}
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        return _render(
-            "review.html",
-            job=job,
-            fields=fields,
-            counts=counts,
-            rows=rows,
-            kind=kind or "",
-            after=after,
-            next_after=rows[-1]["row_number"] if more and rows else None,
-            running=job.status in RUNNING,
-            waiting=waiting,
-            editable=job.status is JobStatus.NEEDS_REVIEW,
-            saved=saved,
-            csrf=_csrf(service.secret, cookie),
-        )
 
-    async def checked(request: Request, job_id: str):
-        """The form, principal and job of a POST from the page, or the response to send."""
-        principal = who(request)
-        if principal is None:
-            return None, None, None, _login_redirect(f"/review/{job_id}")
-        form = await _form(request)
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if not hmac.compare_digest(form.get("csrf", ""), _csrf(service_of(request).secret, cookie)):
-            return None, None, None, _render("missing.html", 403, job_id=job_id)
-        try:
-            job = tenant_job(service_of(request), principal, job_id)
-        except NotFoundError:
-            return None, None, None, _render("missing.html", 404, job_id=job_id)
-        return form, principal, job, None
+async def read_form(request: Request) -> dict[str, str]:
+    """An url-encoded form, at most MAX_FORM_BYTES; the last value of each name."""
+    body = b""
+    async for block in request.stream():
+        body += block
+        if len(body) > MAX_FORM_BYTES:
+            raise TooLargeError("the form is too large")
+    try:
+        pairs = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=5000)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("the form could not be read") from None
+    return {k: v[-1] for k, v in pairs.items()}
 
-    def back(job_id: str, form: dict[str, str], message: str) -> RedirectResponse:
-        query = {"saved": message}
-        if form.get("kind"):
-            query["kind"] = form["kind"]
-        if form.get("after", "0") not in ("", "0"):
-            query["after"] = form["after"]
-        return RedirectResponse(f"/review/{job_id}?{urlencode(query)}", status_code=303)
 
-    @app.post("/review/{job_id}/decisions", include_in_schema=False)
-    async def save(request: Request, job_id: str):
-        form, _, job, refused = await checked(request, job_id)
-        if refused is not None:
-            return refused
-        decisions = []
-        fields = job.declaration.field_names
-        for raw in form.get("rows", "").split(","):
-            if not raw.isdigit():
-                continue
-            n = int(raw)
-            if form.get(f"r{n}.discard"):
-                if not form.get(f"o{n}.discard"):
-                    decisions.append(Decision(n, "discard"))
-                continue
-            changes = {
-                f: form.get(f"r{n}.{f}", "").strip() or None
-                for f in fields
-                if form.get(f"r{n}.{f}", "") != form.get(f"o{n}.{f}", "")
-            }
-            if changes or form.get(f"o{n}.discard"):
-                values = {f: form.get(f"r{n}.{f}", "").strip() or None for f in fields}
-                decisions.append(Decision(n, "fix", changes or values))
-        try:
-            count = (
-                record_job_decisions(service_of(request), job, decisions, "page")
-                if decisions
-                else 0
-            )
-        except ServiceError as exc:
-            return back(job_id, form, f"Not saved: {exc.message}")
-        return back(job_id, form, f"{count} decision(s) saved")
+async def posted(request: Request) -> tuple[dict[str, str], Principal | None]:
+    """A form posted from one of our pages and who posted it; None for a post that does not
+    prove it came from our page (no link token, or a session without its CSRF token)."""
+    form = await read_form(request)
+    link = form.get("link")
+    if link:
+        return form, viewer(request, link)
+    who = viewer(request)
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    expected = csrf_token(get_service(request).secret, cookie)
+    if who is None or not hmac.compare_digest(form.get("csrf", ""), expected):
+        return form, None
+    return form, who
 
-    @app.post("/review/{job_id}/discard-kind", include_in_schema=False)
-    async def discard_all(request: Request, job_id: str):
-        form, _, job, refused = await checked(request, job_id)
-        if refused is not None:
-            return refused
-        kind = form.get("discard_kind", "")
-        if job.status is not JobStatus.NEEDS_REVIEW:
-            return back(job_id, form, f"Not saved: job is {job.status.value}")
-        with service_of(request).engine.begin() as conn:
-            count = discard_kind(conn, job_id, kind, "page")
-        return back(job_id, form, f"{count} row(s) with {kind} will be discarded")
 
-    @app.post("/review/{job_id}/reprocess", include_in_schema=False)
-    async def reprocess(request: Request, job_id: str):
-        _, principal, job, refused = await checked(request, job_id)
-        if refused is not None:
-            return refused
-        try:
-            request_reprocess(service_of(request), principal, job, "page")
-        except ServiceError as exc:
-            return back(job_id, {}, f"Not started: {exc.message}")
-        return RedirectResponse(f"/review/{job_id}?saved=Reprocessing+requested", 303)
+def safe_next(value: str | None) -> str:
+    return value if value and value.startswith("/") and not value.startswith("//") else "/import"

@@ -1,0 +1,221 @@
+"""The import flow in the browser: sign in (or open an import link), drop a file on /import,
+see what was read at once, confirm the columns, follow the job to its end. The review page is
+its own router (review.py); these pages share its plumbing (service/pages.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
+from ingestion_pipeline.db.import_jobs import ImportJob, list_jobs
+from ingestion_pipeline.db.service import authenticate
+from ingestion_pipeline.first_answer import first_answer
+from ingestion_pipeline.reading.mapping import mappable_fields
+from ingestion_pipeline.service.deps import (
+    confirm_job_mapping,
+    request_reprocess,
+    tenant_job,
+)
+from ingestion_pipeline.service.pages import (
+    STATIC,
+    Page,
+    login_redirect,
+    posted,
+    read_form,
+    safe_next,
+    viewer,
+)
+from ingestion_pipeline.service.uploads import NotFoundError, ServiceError
+
+__all__ = ["STATIC", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
+RECENT_JOBS = 10
+SAMPLE_VALUES = 3
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return RedirectResponse("/import", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    return Page(request, None).render("login.html", next=safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await read_form(request)
+    page = Page(request, None)
+    with page.service.engine.connect() as conn:
+        found = authenticate(conn, form.get("key", "").strip())
+    target = safe_next(form.get("next"))
+    if found is None:
+        return page.render("login.html", 401, next=target, error="That key is not valid.")
+    response = page.redirect(target)
+    page.sign_in(response, {"tenant": found[0], "key": found[1]})
+    return response
+
+
+def _refused(request: Request, link: str | None, path: str) -> Response:
+    """A visitor no one signed in: a bad link says so; otherwise, the sign-in page."""
+    if link:
+        message = "This import link is not valid: it has expired, or it is not one of ours."
+        return Page(request, None).render("login.html", 401, next=path, error=message)
+    return login_redirect(request, path)
+
+
+@router.get("/import")
+def import_page(request: Request, link: str | None = None) -> Response:
+    who = viewer(request, link)
+    if who is None or who.job_id is not None:
+        return _refused(request, link, "/import")
+    page = Page(request, who)
+    with page.service.engine.connect() as conn:
+        recent = list_jobs(conn, tenant_id=who.tenant_id, link_id=who.link_id, limit=RECENT_JOBS)
+    datasets = [who.dataset] if who.dataset else list(LOAD_ORDER)
+    return page.render(
+        "import.html",
+        datasets=datasets,
+        default_dataset=who.dataset or DEFAULT_DATASET,
+        recent=recent,
+        part_size=page.service.settings.api_part_size,
+    )
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str, link: str | None = None) -> Response:
+    who = viewer(request, link)
+    if who is None:
+        return _refused(request, link, f"/jobs/{job_id}")
+    page = Page(request, who)
+    try:
+        job = tenant_job(page.service, who, job_id)
+    except NotFoundError:
+        return page.render("missing.html", 404, job_id=job_id)
+    return _render_job(page, job)
+
+
+def _render_job(
+    page: Page, job: ImportJob, error: str | None = None, chosen: dict[str, Any] | None = None
+) -> Response:
+    answer = first_answer(page.service.zone, job, page.service.engine)
+    mapping = None
+    if job.status is JobStatus.NEEDS_MAPPING and "error" not in answer:
+        mapping = _mapping_rows(job, answer, chosen)
+    waiting = sorted({r.dataset for r in job.declaration.references})
+    return page.render(
+        "job.html",
+        422 if error else 200,
+        job=job,
+        answer=answer,
+        mapping=mapping,
+        error=error,
+        waiting_for=waiting if job.status is JobStatus.WAITING_FOR_REFERENCES else [],
+        running=job.status in RUNNING,
+    )
+
+
+def _mapping_rows(
+    job: ImportJob, answer: dict[str, Any], chosen: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The mapping form: per column, samples, the field it feeds and how that was decided;
+    the required fields with no column yet; what a person chose when the form comes back."""
+    dataset = job.declaration
+    header: list[str] = answer["header"]
+    fields = answer["mapping"]["fields"]
+    by_column: dict[str, tuple[str, str]] = {}
+    for name, spec in fields.items():
+        if spec["method"] == "split":
+            continue  # first and last name come from the full name's column
+        for column in spec["columns"]:
+            by_column.setdefault(column, (name, spec["method"]))
+    columns = []
+    for index, column in enumerate(header):
+        values = [r[index] for r in answer["samples"] if index < len(r) and r[index].strip()]
+        field, method = by_column.get(column, ("", ""))
+        if chosen is not None:
+            field, method = chosen["columns"].get(index, ""), "your choice"
+        columns.append(
+            {
+                "index": index,
+                "name": column,
+                "samples": values[:SAMPLE_VALUES],
+                "field": field,
+                "method": method,
+            }
+        )
+    taken = {c["field"] for c in columns if c["field"]}
+    empty = set(chosen["empty"] if chosen else answer["mapping"]["empty"])
+    required = [
+        {"name": f, "mapped": f in taken, "empty": f in empty} for f in dataset.required_fields
+    ]
+    return {
+        "columns": columns,
+        "fields": mappable_fields(dataset),
+        "required": required,
+        "profile": answer["mapping"]["profile"],
+    }
+
+
+@router.post("/jobs/{job_id}/mapping")
+async def confirm_mapping_page(request: Request, job_id: str) -> Response:
+    """The mapping form: one select per column; required fields left out on purpose ticked.
+    Confirmed by the code path of POST /v1/jobs/{id}/mapping: the same checks and messages."""
+    form, who = await posted(request)
+    if who is None:
+        return _refused(request, form.get("link"), f"/jobs/{job_id}")
+    page = Page(request, who)
+    try:
+        job = tenant_job(page.service, who, job_id)
+    except NotFoundError:
+        return page.render("missing.html", 404, job_id=job_id)
+    dataset = job.declaration
+    header_size = int(form.get("columns", "0") or 0)
+    chosen_columns = {i: form.get(f"col{i}", "") for i in range(header_size)}
+    empty = [f for f in dataset.required_fields if form.get(f"empty.{f}")]
+    chosen = {"columns": chosen_columns, "empty": empty}
+    answer = first_answer(page.service.zone, job, page.service.engine)
+    if "error" in answer:
+        return _render_job(page, job, answer["error"])
+    header = answer["header"]
+    assignments: dict[str, Any] = {}
+    for name in mappable_fields(dataset):
+        picked = [header[i] for i, f in chosen_columns.items() if f == name and i < len(header)]
+        assignments[name] = picked or None
+    missing = [f for f in dataset.required_fields if not assignments.get(f) and f not in empty]
+    if missing:
+        shown = ", ".join(missing)
+        message = (
+            f"{job.file_name}: required field(s) {shown} have no column. Choose a column for "
+            "each, or tick “leave empty on purpose”."
+        )
+        return _render_job(page, job, message, chosen)
+    try:
+        confirm_job_mapping(page.service, job, assignments, "page:mapping")
+    except ServiceError as exc:
+        return _render_job(page, job, exc.message, chosen)
+    return page.redirect(f"/jobs/{job_id}")
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_page(request: Request, job_id: str) -> Response:
+    form, who = await posted(request)
+    if who is None:
+        return _refused(request, form.get("link"), f"/jobs/{job_id}")
+    page = Page(request, who)
+    try:
+        job = tenant_job(page.service, who, job_id)
+        request_reprocess(page.service, job, "page")
+    except NotFoundError:
+        return page.render("missing.html", 404, job_id=job_id)
+    except ServiceError as exc:
+        return _render_job(page, tenant_job(page.service, who, job_id), exc.message)
+    return page.redirect(f"/jobs/{job_id}")
