@@ -21,6 +21,7 @@ from ingestion_pipeline.settings import load_settings
 from ingestion_pipeline_tests.helpers import (
     SERVICE_MAX_UPLOAD,
     SERVICE_PART,
+    Lane,
     ServiceProcess,
     cli_env,
     empty_database,
@@ -209,3 +210,23 @@ def lake(monkeypatch, tmp_path, database_url):
         if lake_catalog.table_exists(table.name):
             lake_catalog.purge_table(table.name)
     return lake_catalog
+
+
+@pytest.fixture
+def lane(database_url, engine, tmp_path, monkeypatch) -> Iterator[Lane]:
+    empty_database(engine)
+    server = make_url(database_url)
+    name = f"{server.database}_warm_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    storage_url = server.set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+    started = Lane(database_url, storage_url, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

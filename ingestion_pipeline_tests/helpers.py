@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from dagster import (
     build_sensor_context,
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.instance.ref import InstanceRef
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.asset_jobs import dataset_job_name
@@ -442,3 +444,62 @@ def duckdb_rows(metadata_location: str, query: str) -> list[tuple]:
     return connection.execute(
         query.replace("CONTACTS", f"iceberg_scan('{metadata_location}')")
     ).fetchall()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Lane:
+    """`serve` and workers with the warm lane on, sharing a database and a Dagster instance
+    with the project's dagster.yaml (PostgreSQL storage), as a deployment has them."""
+
+    def __init__(self, database_url: str, storage_url: str, root: Path, **env: str) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.landing = root / "landing"
+        self.env = cli_env(
+            database_url,
+            self.landing,
+            self.home,
+            DAGSTER_POSTGRES_URL=storage_url,
+            WARM_LANE_MAX_BYTES=str(1024 * 1024),
+            WARM_LANE_LEASE_SECONDS="6",
+            **env,
+        )
+        self.service = ServiceProcess(self.env, root / "serve.log")
+        self.workers: list[subprocess.Popen] = []
+
+    def start_worker(self, *args: str) -> subprocess.Popen:
+        log = (self.root / f"worker{len(self.workers)}.log").open("wb")
+        proc = subprocess.Popen(
+            cli_command("worker", *args),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, timeout: float = 120) -> None:
+        """Until every worker started has loaded the code location and listens."""
+        deadline = time.monotonic() + timeout
+        logs = [self.root / f"worker{n}.log" for n in range(len(self.workers))]
+        while not all('"worker.started"' in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, "a worker did not start"
+            time.sleep(0.2)
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        self.service.stop()

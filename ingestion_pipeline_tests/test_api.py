@@ -505,7 +505,9 @@ def test_openapi_description_fuzzed_without_a_server_error(server, fuzz_key, tmp
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     operations = sum(len(methods) for methods in paths.values())
     assert operations >= 14  # every operation of the API, import links included
-    assert f"Tested: {operations}" in proc.stdout and "Server error" not in proc.stdout, proc.stdout[-3000:]
+    assert f"Tested: {operations}" in proc.stdout and "Server error" not in proc.stdout, (
+        proc.stdout[-3000:]
+    )
 
 
 def test_keys_limits_webhooks_and_review_links_from_the_command_line(cli, engine):

@@ -4,6 +4,8 @@ and the API), the rows in error downloaded, CSRF, and whole reviews in headless 
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
 
@@ -283,6 +285,10 @@ def test_find_and_replace_over_the_api_previews_applies_and_a_reprocess_loads(
     )
     empty = api.post(f"/v1/jobs/{job_id}/replace", json={**replace, "find": ""})
     assert empty.status_code == 422 and "find" in empty.json()["detail"]
+    literal = api.post(f"/v1/jobs/{job_id}/replace", json={**replace, "find": "%_.*"})
+    assert literal.status_code == 200 and literal.json()["rows"] == 0  # plain text, no pattern
+    nul = api.post(f"/v1/jobs/{job_id}/replace", json={**replace, "find": "\u0000"})
+    assert nul.status_code == 422 and "NUL" in nul.json()["detail"]
     unknown = api.post(f"/v1/jobs/{job_id}/replace", json={**replace, "field": "mail"})
     assert unknown.status_code == 422
     assert "email, first_name, last_name, company" in unknown.json()["detail"]
@@ -413,13 +419,14 @@ def test_download_the_rows_in_error_as_the_review_file(
         f'attachment; filename="{job_id}-rows-in-error.csv"'
     )
     assert answer.content.startswith(b"\xef\xbb\xbf")
-    lines = answer.content.decode("utf-8-sig").split("\r\n")
-    assert lines[0] == "row,email,first_name,last_name,company,problems,action"
-    assert lines[-1] == ""
-    numbers = [int(line.split(",", 1)[0]) for line in lines[1:-1]]
+    assert answer.content.endswith(b"\r\n")
+    header, *lines = csv.reader(io.StringIO(answer.content.decode("utf-8-sig")))
+    assert header == ["row", "email", "first_name", "last_name", "company", "problems", "action"]
+    numbers = [int(line[0]) for line in lines]
     assert numbers == [*range(1, bad + 1), bad + 2]
-    assert lines[1].startswith("1,bad0,F0,L0,Acme,invalid_email: ")
-    assert lines[-2].startswith(f"{bad + 2},'=1+1,Formula,Row,Acme,")
+    assert lines[0][:5] == ["1", "bad0", "F0", "L0", "Acme"]
+    assert lines[0][5].startswith("invalid_email: ") and lines[0][6] == ""
+    assert lines[-1][:2] == [str(bad + 2), "'=1+1"]  # neutralized for spreadsheets
     in_error = scalar(engine, "SELECT count(*) FROM staging_rows WHERE status = 'ISSUE'")
     assert len(numbers) == in_error == bad + 1
 

@@ -5,33 +5,23 @@ materializations and checks, and a worker killed with SIGKILL loses nothing."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
-from dagster._core.instance.ref import InstanceRef
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
 from ingestion_pipeline.batch import batch_job_ids
 from ingestion_pipeline.resources import DatabaseResource, LandingZoneResource
 from ingestion_pipeline.sensors import upload_sensor
 from ingestion_pipeline_tests.helpers import (
     Client,
-    ServiceProcess,
-    cli_command,
-    cli_env,
+    Lane,
     csv_text,
     definitions,
-    empty_database,
     free_port,
     new_key,
     rows,
@@ -42,81 +32,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = {"raw_upload", "staging_rows", "reviewed_staging", "import_issues", "contacts"}
-
-
-class Lane:
-    """`serve` and workers with the warm lane on, sharing a database and a Dagster instance
-    with the project's dagster.yaml (PostgreSQL storage), as a deployment has them."""
-
-    def __init__(self, database_url: str, storage_url: str, root: Path) -> None:
-        self.root = root
-        self.home = root / "home"
-        self.home.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", self.home / "dagster.yaml")
-        self.landing = root / "landing"
-        self.env = cli_env(
-            database_url,
-            self.landing,
-            self.home,
-            DAGSTER_POSTGRES_URL=storage_url,
-            WARM_LANE_MAX_BYTES=str(1024 * 1024),
-            WARM_LANE_LEASE_SECONDS="6",
-        )
-        self.service = ServiceProcess(self.env, root / "serve.log")
-        self.workers: list[subprocess.Popen] = []
-
-    def start_worker(self, *args: str) -> subprocess.Popen:
-        log = (self.root / f"worker{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen(
-            cli_command("worker", *args),
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.workers.append(proc)
-        return proc
-
-    def wait_for_workers(self, timeout: float = 120) -> None:
-        """Until every worker started has loaded the code location and listens."""
-        deadline = time.monotonic() + timeout
-        logs = [self.root / f"worker{n}.log" for n in range(len(self.workers))]
-        while not all('"worker.started"' in log.read_text() for log in logs):
-            assert time.monotonic() < deadline, "a worker did not start"
-            time.sleep(0.2)
-
-    def instance(self) -> DagsterInstance:
-        return DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
-
-    def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-        self.service.stop()
-
-
-@pytest.fixture
-def lane(database_url, engine, tmp_path, monkeypatch) -> Iterator[Lane]:
-    empty_database(engine)
-    server = make_url(database_url)
-    name = f"{server.database}_warm_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    storage_url = server.set(database=name).render_as_string(hide_password=False)
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    started = Lane(database_url, storage_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def warm_runs(lane: Lane, tenant: str) -> list:

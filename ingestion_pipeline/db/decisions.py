@@ -390,7 +390,7 @@ def _replace_params(
     if field not in dataset.field_names:
         raise ReviewError(f"unknown field {field!r}; fields: {', '.join(dataset.field_names)}")
     if not find:
-        raise ReviewError("nothing to find: type the text to replace")
+        raise ReviewError("nothing to find (the Find text is empty)")
     for text in (find, replacement):
         if "\x00" in text or not _encodable(text):
             raise ReviewError("find and replace take plain text (no NUL or broken characters)")

@@ -25,6 +25,7 @@ from ingestion_pipeline.db.tables import (
     service_secrets,
     tenant_settings,
     upload_sessions,
+    warm_queue,
     webhook_deliveries,
 )
 from ingestion_pipeline.service.signing import is_webhook_secret, new_webhook_secret
@@ -518,11 +519,10 @@ def now(conn: Connection) -> datetime:
 
 
 def run_requested_since(conn: Connection, job_id: str, since: datetime) -> bool:
-    """Whether a run was asked for the job after `since` (its last change): one is on its way."""
-    return bool(
-        conn.scalar(
-            sa.select(sa.literal(1)).where(
-                run_requests.c.job_id == job_id, run_requests.c.requested_at > since
-            )
-        )
+    """Whether a run is on its way: asked of the sensors after `since` (the job's last change),
+    or the job waits in the warm queue."""
+    requested = sa.exists().where(
+        run_requests.c.job_id == job_id, run_requests.c.requested_at > since
     )
+    queued = sa.exists().where(warm_queue.c.job_id == job_id)
+    return bool(conn.scalar(sa.select(sa.or_(requested, queued))))

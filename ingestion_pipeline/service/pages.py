@@ -24,7 +24,7 @@ from ingestion_pipeline.service.deps import (
     token_principal,
 )
 from ingestion_pipeline.service.signing import make_token
-from ingestion_pipeline.service.uploads import InvalidRequestError, TooLargeError
+from ingestion_pipeline.service.uploads import InvalidRequestError, TooLargeError, display_name
 
 SESSION_HOURS = 8
 MAX_FORM_BYTES = 1024 * 1024
@@ -34,6 +34,26 @@ _templates = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(["html"]),
 )
+_templates.filters["shown"] = display_name
+# How a column was decided (mapping.Method), in a person's words.
+_HOW = {
+    "remembered": "remembered from your earlier files",
+    "person": "chosen by a person",
+    "alias": "a known name of the field",
+    "name": "words in the header",
+    "values": "by the values in it",
+    "split": "split from the full name",
+    "your choice": "your choice",
+}
+
+
+def _how(method: str) -> str:
+    if method.startswith("profile"):
+        return f"the {method.partition(':')[2].strip() or 'tool'} export's layout"
+    return _HOW.get(method, method)
+
+
+_templates.filters["how"] = _how
 
 
 def csrf_token(secret: bytes, cookie: str) -> str:

@@ -5,6 +5,7 @@ Free of the web framework: the app streams the body to a spooled file and calls 
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ def object_name(file_name: str, tag: str) -> str:
     ext = "".join(suffixes)
     stem = file_name[: len(file_name) - len(ext)] if ext else file_name
     return f"{stem}.{tag}{ext}"
+
+
+_TAG = re.compile(r"\.[0-9a-f]{12}(?=(\.[^.]+)(\.gz)?$)", re.IGNORECASE)
+
+
+def display_name(file_name: str) -> str:
+    """The name a person gave the file: `object_name`'s tag taken out again."""
+    return _TAG.sub("", file_name, count=1)
 
 
 def check_file_name(tenant_id: str, file_name: str, dataset: str = DEFAULT_DATASET) -> str:

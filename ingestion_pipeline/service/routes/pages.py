@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db.import_jobs import ImportJob, list_jobs
-from ingestion_pipeline.db.service import authenticate
+from ingestion_pipeline.db.service import authenticate, run_requested_since
 from ingestion_pipeline.first_answer import first_answer
 from ingestion_pipeline.reading.mapping import mappable_fields
 from ingestion_pipeline.service.deps import (
@@ -29,7 +29,7 @@ from ingestion_pipeline.service.pages import (
     safe_next,
     viewer,
 )
-from ingestion_pipeline.service.uploads import NotFoundError, ServiceError
+from ingestion_pipeline.service.uploads import NotFoundError, ServiceError, display_name
 
 __all__ = ["STATIC", "router"]
 
@@ -107,8 +107,10 @@ def _render_job(
     page: Page, job: ImportJob, error: str | None = None, chosen: dict[str, Any] | None = None
 ) -> Response:
     answer = first_answer(page.service.zone, job, page.service.engine)
+    with page.service.engine.connect() as conn:
+        on_its_way = run_requested_since(conn, job.job_id, job.updated_at)
     mapping = None
-    if job.status is JobStatus.NEEDS_MAPPING and "error" not in answer:
+    if job.status is JobStatus.NEEDS_MAPPING and not on_its_way and "error" not in answer:
         mapping = _mapping_rows(job, answer, chosen)
     waiting = sorted({r.dataset for r in job.declaration.references})
     return page.render(
@@ -119,7 +121,7 @@ def _render_job(
         mapping=mapping,
         error=error,
         waiting_for=waiting if job.status is JobStatus.WAITING_FOR_REFERENCES else [],
-        running=job.status in RUNNING,
+        running=job.status in RUNNING or on_its_way,
     )
 
 
@@ -194,7 +196,7 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
     if missing:
         shown = ", ".join(missing)
         message = (
-            f"{job.file_name}: required field(s) {shown} have no column. Choose a column for "
+            f"{display_name(job.file_name)}: required field(s) {shown} have no column. Choose a column for "
             "each, or tick “leave empty on purpose”."
         )
         return _render_job(page, job, message, chosen)

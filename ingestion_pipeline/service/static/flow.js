@@ -21,11 +21,12 @@
     return out;
   }
 
-  // Posts `type` for `job` to the host page, once per job, event and state: a page shown
-  // again (a reload, the way back) does not repeat what the host already heard.
+  // Posts `type` for `job` to the host page once per job, event and count of open issues: a
+  // page shown again (a reload, a form sent back) does not repeat what the host heard, and a
+  // reprocess that leaves other issues open is news.
   function notify(type, job) {
     if (window.parent === window || origins.length === 0) return;
-    const once = `ip:${job.job_id}:${type}:${job.updated_at || ""}`;
+    const once = `ip:${job.job_id}:${type}:${job.issue_count}`;
     try {
       if (sessionStorage.getItem(once)) return;
       sessionStorage.setItem(once, "1");
