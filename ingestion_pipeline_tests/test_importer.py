@@ -21,7 +21,7 @@ from ingestion_pipeline.db.service import service_secret, set_embed_origins
 from ingestion_pipeline.service.signing import make_token
 from ingestion_pipeline_tests.helpers import (
     ARTIFACTS,
-    Client,
+    SERVICE_PART,
     chromium,
     free_port,
     job,
@@ -230,3 +230,241 @@ def link_job(engine, link: dict) -> str:
     found = rows(engine, "SELECT job_id FROM import_jobs WHERE link_id = :l", l=link["link_id"])
     assert len(found) == 1, found
     return found[0][0]
+
+
+@pytest.mark.slow
+def test_an_upload_resumes_after_the_page_is_reloaded_without_sending_stored_parts_again(
+    server, engine, service_landing, tmp_path
+):
+    """Parts of 64 KiB over a throttled connection; the page is reloaded mid-way, the same file
+    picked again: the parts the server has are not sent again, the file lands whole."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    lines = [f"p{i}@acme.io,Person,Number{i},Acme" for i in range(30_000)]
+    export = tmp_path / "people.csv"
+    export.write_text("email,first_name,last_name,company\n" + "\n".join(lines) + "\n")
+    size = export.stat().st_size
+    parts = -(-size // SERVICE_PART)
+    assert parts >= 12
+    link = import_link(server.url, new_key(engine, "acme"))
+
+    driver = chromium()
+    try:
+        driver.execute_cdp_cmd("Network.enable", {})
+        slow = {"offline": False, "latency": 0, "downloadThroughput": -1}
+        driver.execute_cdp_cmd(
+            "Network.emulateNetworkConditions", {**slow, "uploadThroughput": 128 * 1024}
+        )
+        driver.get(link["url"])
+        driver.find_element(By.ID, "file").send_keys(str(export))
+        driver.find_element(By.ID, "upload").send_keys(Keys.ENTER)
+        root = driver.find_element(By.ID, "import")
+        deadline = time.monotonic() + 60
+        while int(root.get_attribute("data-parts-sent") or 0) < 3:
+            assert time.monotonic() < deadline, "the first parts never went up"
+            time.sleep(0.1)
+        driver.refresh()  # mid-way: the person reloads the page
+        stored = session_parts(engine)
+        assert 3 <= stored < parts, (stored, parts)
+
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1})
+        driver.find_element(By.ID, "file").send_keys(str(export))
+        driver.find_element(By.ID, "upload").send_keys(Keys.ENTER)
+        wait_for_text(driver, "What we read", "email, first_name, last_name, company")
+        resent = int(driver.find_element(By.ID, "import").get_attribute("data-parts-sent"))
+        save_screenshot(driver, "importer-resumed.png")
+    finally:
+        driver.quit()
+    assert resent == parts - stored, (resent, parts, stored)
+    landed = [p for p in (service_landing / "uploads" / "acme").rglob("people.*.csv")]
+    assert len(landed) == 1
+    digest = hashlib.sha256(landed[0].read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(export.read_bytes()).hexdigest()
+
+
+def session_parts(engine) -> int:
+    found = rows(engine, "SELECT parts FROM upload_sessions WHERE tenant_id = 'acme'")
+    assert len(found) == 1, found
+    return len(found[0][0])
+
+
+def test_a_link_reaches_its_own_jobs_only_and_bad_links_are_refused(server, engine):
+    """An import link sees the jobs uploaded through it: not the tenant's others, not another
+    link's, not another tenant's; it cannot act as the tenant's key; a link that expired, was
+    tampered with or is a review link opens nothing."""
+    acme_key, globex_key = new_key(engine, "acme"), new_key(engine, "globex")
+    with engine.begin() as conn:
+        set_embed_origins(conn, "acme", ["https://app.acme.example"])
+    first = import_link(server.url, acme_key, user="ana")
+    second = import_link(server.url, acme_key)
+    other = import_link(server.url, globex_key)
+    contacts_only = import_link(server.url, acme_key, dataset="contacts")
+    content = b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\n"
+
+    def upload(token: str, name: str, **params) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/uploads",
+            params={"file_name": name, **params},
+            content=content,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    by_link = upload(first["token"], "from-link.csv")
+    assert by_link.status_code == 201 and by_link.json()["uploaded_by"] == "ana"
+    linked_job = by_link.json()["job_id"]
+    by_key = upload(acme_key, "from-key.csv").json()["job_id"]
+    by_globex = upload(globex_key, "globex.csv").json()["job_id"]
+
+    def api(token: str, path: str) -> httpx.Response:
+        return httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {token}"})
+
+    listed = [j["job_id"] for j in api(first["token"], "/v1/jobs").json()["jobs"]]
+    assert listed == [linked_job]
+    assert api(first["token"], f"/v1/jobs/{linked_job}").status_code == 200
+    for stranger in (by_key, by_globex):
+        assert api(first["token"], f"/v1/jobs/{stranger}").status_code == 404
+    assert api(second["token"], f"/v1/jobs/{linked_job}").status_code == 404
+    assert api(second["token"], "/v1/jobs").json()["jobs"] == []
+    assert api(other["token"], f"/v1/jobs/{linked_job}").status_code == 404
+    # The tenant's key sees every job of the tenant, the link's too.
+    assert api(acme_key, f"/v1/jobs/{linked_job}").json()["uploaded_by"] == "ana"
+
+    page = httpx.get(f"{server.url}/import", params={"link": first["token"]})
+    assert page.status_code == 200 and "from-link.csv" in page.text
+    assert "from-key.csv" not in page.text and "globex.csv" not in page.text
+    assert (
+        "from-link.csv"
+        not in httpx.get(f"{server.url}/import", params={"link": other["token"]}).text
+    )
+    job_page = httpx.get(f"{server.url}/jobs/{linked_job}", params={"link": second["token"]})
+    assert job_page.status_code == 404
+    review = httpx.get(f"{server.url}/review/{linked_job}", params={"link": other["token"]})
+    assert review.status_code == 404
+
+    # Framing: the tenant's origins only, and the pages say so.
+    policy = page.headers["content-security-policy"]
+    assert "frame-ancestors 'self' https://app.acme.example" in policy
+    assert (
+        "frame-ancestors 'self';"
+        in httpx.get(f"{server.url}/login").headers["content-security-policy"] + ";"
+    )
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+    # A link is not the tenant's key.
+    headers = {"Authorization": f"Bearer {first['token']}"}
+    assert (
+        httpx.put(
+            f"{server.url}/v1/webhook", json={"url": "http://127.0.0.1:9/x"}, headers=headers
+        ).status_code
+        == 404
+    )
+    assert httpx.post(f"{server.url}/v1/import-links", json={}, headers=headers).status_code == 404
+    # A link that fixes the dataset takes that dataset only.
+    refused = upload(contacts_only["token"], "orders.csv", dataset="orders")
+    assert refused.status_code == 422 and "takes contacts files, not orders" in refused.text
+
+    with engine.begin() as conn:
+        secret = service_secret(conn, "session")
+    expired = make_token(secret, {"tenant": "acme", "link": first["link_id"]}, -5)
+    payload, _, mac = first["token"].partition(".")
+    forged_claims = make_token(b"not our secret", {"tenant": "globex", "link": "x"}, 3600)
+    tampered = f"{payload}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}"
+    review_link = make_token(secret, {"tenant": "acme", "job": linked_job}, 3600)
+    for bad in (expired, tampered, forged_claims, review_link):
+        opened = httpx.get(f"{server.url}/import", params={"link": bad})
+        assert opened.status_code == 401 and "This import link is not valid" in opened.text
+        assert api(bad, "/v1/jobs").status_code == 401
+    assert httpx.get(f"{server.url}/import").status_code == 303  # no link: sign in
+
+
+@pytest.mark.slow
+def test_a_host_page_of_an_origin_not_allowed_cannot_frame_the_flow(server, engine, host_page):
+    """The same host page, at an origin the tenant did not allow (localhost, not 127.0.0.1):
+    Chromium refuses to show the flow in its frame, and the page hears nothing."""
+    from selenium.webdriver.common.by import By
+
+    with engine.begin() as conn:
+        set_embed_origins(conn, "acme", [host_page.url()])
+    link = import_link(server.url, new_key(engine, "acme"))
+    driver = chromium()
+    try:
+        for host, shown in ((host_page.url(), True), (host_page.url("localhost"), False)):
+            driver.get(f"{host}/embed.html?" + str(httpx.QueryParams({"src": link["url"]})))
+            driver.switch_to.frame(driver.find_element(By.ID, "importer"))
+            deadline = time.monotonic() + 10
+            found = []
+            while time.monotonic() < deadline and not found:
+                found = driver.find_elements(By.ID, "upload-form")
+                time.sleep(0.2)
+            assert bool(found) is shown, (host, shown)
+            driver.switch_to.default_content()
+        save_screenshot(driver, "importer-framing-refused.png")
+        assert driver.find_elements(By.CSS_SELECTOR, "#events li") == []
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+def test_the_pages_at_320_pixels_and_at_200_percent_zoom_with_a_label_on_every_control(
+    lane, engine
+):
+    """The upload and mapping pages fit a 320 px wide screen and a 200% zoom without
+    scrolling sideways (wide tables scroll in their own box), and every control has a name."""
+
+    lane.start_worker()
+    key = new_key(engine, "acme")
+    link = import_link(lane.service.url, key)
+    upload = httpx.post(
+        f"{lane.service.url}/v1/uploads",
+        params={"file_name": "kontakte.csv"},
+        content=EXPORT.encode(),
+        headers={"Authorization": f"Bearer {link['token']}"},
+    ).json()
+    lane.wait_for_workers()
+    wait_for_status(engine, upload["job_id"], "NEEDS_MAPPING")
+    job_url = f"{lane.service.url}/jobs/{upload['job_id']}?" + str(
+        httpx.QueryParams({"link": link["token"]})
+    )
+    unnamed = """
+        return [...document.querySelectorAll('input:not([type=hidden]), select, button')]
+          .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                       && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
+          .map(e => e.outerHTML);"""
+    overflow = "return document.documentElement.scrollWidth - window.innerWidth;"
+    driver = chromium()
+    try:
+        for width, scale, name in ((320, 1, "320px"), (640, 2, "zoom-200")):
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 900, "deviceScaleFactor": scale, "mobile": False},
+            )
+            for url, shot in ((link["url"], "upload"), (job_url, "mapping")):
+                driver.get(url)
+                wait_for_text(
+                    driver, "Import a file" if shot == "upload" else "Confirm the columns"
+                )
+                assert driver.execute_script(overflow) <= 0, (name, shot)
+                assert driver.execute_script(unnamed) == [], (name, shot)
+                save_screenshot(driver, f"importer-{shot}-{name}.png")
+    finally:
+        driver.quit()
+
+
+def test_import_links_and_embed_origins_from_the_command_line(cli, server, engine):
+    code, out, _ = cli("tenant", "acme", "--embed-origin", "https://App.Example.com/")
+    assert code == 0 and "embed origins: https://app.example.com" in out
+    code, _, err = cli("tenant", "acme", "--embed-origin", "https://app.example.com/path")
+    assert code != 0 and "takes an origin such as" in err
+    code, out, _ = cli(
+        "import-link", "--tenant", "acme", "--dataset", "contacts", "--user", "bo",
+        "--base-url", server.url, "--json",
+    )  # fmt: skip
+    assert code == 0
+    made = json.loads(out)
+    assert made["embed_origins"] == ["https://app.example.com"] and made["user"] == "bo"
+    opened = httpx.get(made["url"])
+    assert opened.status_code == 200 and "Import a file" in opened.text
+    assert "<strong>contacts</strong>" in opened.text  # the link fixes the dataset
+    code, _, err = cli("import-link", "--tenant", "acme", "--hours", "0")
+    assert code != 0 and "hours must be" in err

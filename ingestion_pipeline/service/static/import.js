@@ -126,7 +126,7 @@
     bar.value = file.size;
     const job = finished.data;
     window.ingestionFlow.notify("import.uploaded", job);
-    showAnswer(job);
+    showAnswer(job, file.name);
   }
 
   function fact(list, term, value) {
@@ -136,7 +136,7 @@
     list.append(dt, dd);
   }
 
-  function showAnswer(job) {
+  function showAnswer(job, name) {
     const answer = job.first_answer || {};
     const list = document.getElementById("answer-facts");
     list.replaceChildren();
@@ -158,7 +158,7 @@
     next.href = root.dataset.jobUrl.replace("JOB", encodeURIComponent(job.job_id));
     const section = document.getElementById("answer");
     section.hidden = false;
-    say(`${job.file.split("/").pop()} uploaded: job ${job.job_id}.`);
+    say(`${name} uploaded: job ${job.job_id}.`);
     document.getElementById("answer-title").focus();
     button.disabled = false;
   }
