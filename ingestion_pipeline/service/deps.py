@@ -9,10 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import TAKES_DECISIONS, JobStatus
-from ingestion_pipeline.db.decisions import ReviewError, record_decisions
+from ingestion_pipeline.db.decisions import (
+    ReviewError,
+    record_decisions,
+    replace_in_field,
+    replace_preview,
+    review_csv_chunks,
+)
 from ingestion_pipeline.db.import_jobs import ImportJob, issue_counts_of_jobs, job_summary
 from ingestion_pipeline.db.service import authenticate, job_of_tenant, key_is_active
 from ingestion_pipeline.landing import LandingZone
@@ -249,3 +256,54 @@ def confirm_job_mapping(
     except MappingError as exc:
         raise InvalidRequestError(f"{job.job_id}: {exc}") from None
     return run_job(service, job, "import_job", source)
+
+
+def replace_in_job(
+    service: Service,
+    job: ImportJob,
+    field: str,
+    find: str,
+    replacement: str,
+    *,
+    whole: bool,
+    apply: bool,
+    source: str,
+) -> dict[str, Any]:
+    """A find and replace over the job's rows in error (the API and the page): previewed, or
+    applied as recorded fixes on a job under review; 409 in any other state, 422 for an
+    unknown field or nothing to find."""
+    if apply and job.status is not JobStatus.NEEDS_REVIEW:
+        raise ConflictError(
+            f"job {job.job_id} is {job.status.value}; only jobs under review take decisions"
+        )
+    dataset = job.declaration
+    try:
+        with service.engine.begin() as conn:
+            preview = replace_preview(
+                conn, job.job_id, dataset, field, find, replacement, whole=whole
+            )
+            rows = preview.rows
+            if apply and rows:
+                rows = replace_in_field(
+                    conn, job.job_id, dataset, field, find, replacement, whole=whole, source=source
+                )
+    except ReviewError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    return {
+        "job_id": job.job_id,
+        "field": field,
+        "rows": rows,
+        "applied": apply,
+        "examples": [
+            {"row": e.row_number, "before": e.before, "after": e.after} for e in preview.examples
+        ],
+    }
+
+
+def review_csv_response(service: Service, job: ImportJob) -> StreamingResponse:
+    """The review file of `job`, streamed as a download (the API and the review page)."""
+    return StreamingResponse(
+        review_csv_chunks(service.engine, job.job_id, job.declaration),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{job.job_id}-rows-in-error.csv"'},
+    )

@@ -7,17 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
-from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.decisions import ReviewError, replace_in_field, replace_preview
-from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.deps import (
     JOB_ID,
     Caller,
-    Service,
     ServiceDep,
     confirm_job_mapping,
     record_job_decisions,
+    replace_in_job,
     request_reprocess,
     tenant_job,
 )
@@ -32,7 +29,7 @@ from ingestion_pipeline.service.schemas import (
     ReplaceOut,
     RunRequestOut,
 )
-from ingestion_pipeline.service.uploads import ConflictError, InvalidRequestError
+from ingestion_pipeline.service.uploads import InvalidRequestError
 
 router = APIRouter(tags=["decisions"])
 
@@ -124,45 +121,3 @@ def post_replace(
         apply=body.apply,
         source="api:replace",
     )
-
-
-def replace_in_job(
-    service: Service,
-    job: ImportJob,
-    field: str,
-    find: str,
-    replacement: str,
-    *,
-    whole: bool,
-    apply: bool,
-    source: str,
-) -> dict[str, Any]:
-    """A find and replace over the job's rows in error (the API and the page): previewed, or
-    applied as recorded fixes on a job under review; 409 in any other state, 422 for an
-    unknown field or nothing to find."""
-    if apply and job.status is not JobStatus.NEEDS_REVIEW:
-        raise ConflictError(
-            f"job {job.job_id} is {job.status.value}; only jobs under review take decisions"
-        )
-    dataset = job.declaration
-    try:
-        with service.engine.begin() as conn:
-            preview = replace_preview(
-                conn, job.job_id, dataset, field, find, replacement, whole=whole
-            )
-            rows = preview.rows
-            if apply and rows:
-                rows = replace_in_field(
-                    conn, job.job_id, dataset, field, find, replacement, whole=whole, source=source
-                )
-    except ReviewError as exc:
-        raise InvalidRequestError(str(exc)) from None
-    return {
-        "job_id": job.job_id,
-        "field": field,
-        "rows": rows,
-        "applied": apply,
-        "examples": [
-            {"row": e.row_number, "before": e.before, "after": e.after} for e in preview.examples
-        ],
-    }

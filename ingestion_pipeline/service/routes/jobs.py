@@ -9,15 +9,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from ingestion_pipeline.constants import JobStatus
-from ingestion_pipeline.db.decisions import issues_page, review_csv_chunks
-from ingestion_pipeline.db.import_jobs import ImportJob, list_jobs
+from ingestion_pipeline.db.decisions import issues_page
+from ingestion_pipeline.db.import_jobs import list_jobs
 from ingestion_pipeline.service.deps import (
     JOB_ID,
     Caller,
-    Service,
     ServiceDep,
     job_view,
     job_views,
+    review_csv_response,
     tenant_job,
 )
 from ingestion_pipeline.service.schemas import ERRORS, IssuePage, JobList, JobOut
@@ -101,12 +101,3 @@ def get_review_csv(
     """One line per row with open issues: `row`, the dataset's fields, `problems` and an empty
     `action` (fill in `fix` or `discard` and hand it back as the decisions file)."""
     return review_csv_response(service, tenant_job(service, who, job_id))
-
-
-def review_csv_response(service: Service, job: ImportJob) -> StreamingResponse:
-    """The review file of `job`, streamed as a download (the API and the review page)."""
-    return StreamingResponse(
-        review_csv_chunks(service.engine, job.job_id, job.declaration),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{job.job_id}-rows-in-error.csv"'},
-    )

@@ -196,8 +196,8 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
     if missing:
         shown = ", ".join(missing)
         message = (
-            f"{display_name(job.file_name)}: required field(s) {shown} have no column. Choose a column for "
-            "each, or tick “leave empty on purpose”."
+            f"{display_name(job.file_name)}: required field(s) {shown} have no column. "
+            "Choose a column for each, or tick “leave empty on purpose”."
         )
         return _render_job(page, job, message, chosen)
     try:

@@ -16,12 +16,12 @@ from ingestion_pipeline.db.service import run_requested_since
 from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.deps import (
     record_job_decisions,
+    replace_in_job,
     request_reprocess,
+    review_csv_response,
     tenant_job,
 )
 from ingestion_pipeline.service.pages import Page, login_redirect, posted, viewer
-from ingestion_pipeline.service.routes.decisions import replace_in_job
-from ingestion_pipeline.service.routes.jobs import review_csv_response
 from ingestion_pipeline.service.schemas import MAX_REPLACE_TEXT
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
 from ingestion_pipeline.service.uploads import NotFoundError, ServiceError
