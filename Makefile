@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+# The tenant `make serve` prints an import link for.
+TENANT ?= demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install browser demo dev serve worker test test-fast lint format bench bench-latency bench-peers explain db-stop clean
@@ -63,8 +65,14 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Start the Dagster UI, daemon (senso
 worker: install $(DAGSTER_HOME)/dagster.yaml ## Start one warm-lane worker (run several, on any machine, to scale out)
 	$(BIN)/ingestion-pipeline worker
 
-serve: install ## Start the HTTP API and review page at http://127.0.0.1:8000 (docs at /docs)
-	$(BIN)/ingestion-pipeline serve --host 127.0.0.1 --port 8000
+serve: install $(DAGSTER_HOME)/dagster.yaml ## Start the import pages and HTTP API at http://127.0.0.1:8000 with a warm-lane worker; prints an import link
+	@# The worker runs what the pages upload (up to WARM_LANE_MAX_BYTES); it stops with serve.
+	@export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}"; \
+		$(BIN)/ingestion-pipeline worker & worker=$$!; \
+		trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
+		echo "Open this link to import files for tenant $(TENANT) (valid 8 hours; docs at /docs):"; \
+		$(BIN)/ingestion-pipeline import-link --tenant $(TENANT) --hours 8; \
+		$(BIN)/ingestion-pipeline serve --host 127.0.0.1 --port 8000
 
 test: install browser ## Run the tests and asset checks (real PostgreSQL, S3 API by moto, Chromium)
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

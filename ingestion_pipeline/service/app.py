@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from ingestion_pipeline.constants import SUPPORTED_EXTENSIONS
 from ingestion_pipeline.db.service import service_secret
 from ingestion_pipeline.service.deps import Service
+from ingestion_pipeline.service.pages import STATIC
 from ingestion_pipeline.service.routes import (
     decisions,
     jobs,
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
         version="1",
         description=(
             "Hand files to the import pipeline, follow their jobs, review their rows. Every "
-            "endpoint is scoped to the tenant of the API key (`Authorization: Bearer <key>`)."
+            "endpoint is scoped to the tenant of the API key (`Authorization: Bearer <key>`); "
+            "an import link's token as the bearer reaches the jobs uploaded through it."
         ),
         lifespan=lifespan,
     )
@@ -87,7 +89,7 @@ def create_app(settings: Settings | None = None, *, deliver_webhooks: bool = Tru
     for area in (uploads, jobs, decisions, webhooks, links, pages, review):
         app.include_router(area.router)
     app.include_router(operations.router)  # /healthz, /readyz, /metrics: no key, no limit
-    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(operations.RequestMetricsMiddleware)
     _describe_links(app)
     return app

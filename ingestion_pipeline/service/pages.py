@@ -15,16 +15,23 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.db.service import embed_origins
 from ingestion_pipeline.service.deps import (
     SESSION_COOKIE,
     Principal,
     Service,
     get_service,
+    tenant_job,
     token_principal,
 )
 from ingestion_pipeline.service.signing import make_token
-from ingestion_pipeline.service.uploads import InvalidRequestError, TooLargeError, display_name
+from ingestion_pipeline.service.uploads import (
+    InvalidRequestError,
+    NotFoundError,
+    TooLargeError,
+    display_name,
+)
 
 SESSION_HOURS = 8
 MAX_FORM_BYTES = 1024 * 1024
@@ -134,6 +141,30 @@ class Page:
             samesite="strict",
             secure=self.request.url.scheme == "https",
         )
+
+
+BAD_LINK = "This import link is not valid: it has expired, or it is not one of ours."
+
+
+def refused(request: Request, link: str | None, path: str) -> Response:
+    """A visitor no one signed in: a bad link says so; otherwise, the sign-in page."""
+    if link:
+        return Page(request, None).render("login.html", 401, next=path, error=BAD_LINK)
+    return login_redirect(request, path)
+
+
+def viewed_job(
+    request: Request, who: Principal | None, job_id: str, link: str | None, path: str
+) -> tuple[Page, ImportJob | Response]:
+    """The page and the job its viewer asks for; or, in the job's place, the response to send:
+    no viewer (sign in, or a bad link), or a job the viewer does not reach (not found)."""
+    page = Page(request, who)
+    if who is None:
+        return page, refused(request, link, path)
+    try:
+        return page, tenant_job(page.service, who, job_id)
+    except NotFoundError:
+        return page, page.render("missing.html", 404, job_id=job_id)
 
 
 def login_redirect(request: Request, path: str) -> Response:

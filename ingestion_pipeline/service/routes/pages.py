@@ -18,20 +18,17 @@ from ingestion_pipeline.reading.mapping import mappable_fields
 from ingestion_pipeline.service.deps import (
     confirm_job_mapping,
     request_reprocess,
-    tenant_job,
 )
 from ingestion_pipeline.service.pages import (
-    STATIC,
     Page,
-    login_redirect,
     posted,
     read_form,
+    refused,
     safe_next,
+    viewed_job,
     viewer,
 )
-from ingestion_pipeline.service.uploads import NotFoundError, ServiceError, display_name
-
-__all__ = ["STATIC", "router"]
+from ingestion_pipeline.service.uploads import ServiceError, display_name
 
 router = APIRouter(include_in_schema=False)
 
@@ -64,19 +61,11 @@ async def login(request: Request) -> Response:
     return response
 
 
-def _refused(request: Request, link: str | None, path: str) -> Response:
-    """A visitor no one signed in: a bad link says so; otherwise, the sign-in page."""
-    if link:
-        message = "This import link is not valid: it has expired, or it is not one of ours."
-        return Page(request, None).render("login.html", 401, next=path, error=message)
-    return login_redirect(request, path)
-
-
 @router.get("/import")
 def import_page(request: Request, link: str | None = None) -> Response:
     who = viewer(request, link)
     if who is None or who.job_id is not None:
-        return _refused(request, link, "/import")
+        return refused(request, link, "/import")
     page = Page(request, who)
     with page.service.engine.connect() as conn:
         recent = list_jobs(conn, tenant_id=who.tenant_id, link_id=who.link_id, limit=RECENT_JOBS)
@@ -92,15 +81,8 @@ def import_page(request: Request, link: str | None = None) -> Response:
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, link: str | None = None) -> Response:
-    who = viewer(request, link)
-    if who is None:
-        return _refused(request, link, f"/jobs/{job_id}")
-    page = Page(request, who)
-    try:
-        job = tenant_job(page.service, who, job_id)
-    except NotFoundError:
-        return page.render("missing.html", 404, job_id=job_id)
-    return _render_job(page, job)
+    page, job = viewed_job(request, viewer(request, link), job_id, link, f"/jobs/{job_id}")
+    return _render_job(page, job) if isinstance(job, ImportJob) else job
 
 
 def _render_job(
@@ -172,13 +154,9 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
     """The mapping form: one select per column; required fields left out on purpose ticked.
     Confirmed by the code path of POST /v1/jobs/{id}/mapping: the same checks and messages."""
     form, who = await posted(request)
-    if who is None:
-        return _refused(request, form.get("link"), f"/jobs/{job_id}")
-    page = Page(request, who)
-    try:
-        job = tenant_job(page.service, who, job_id)
-    except NotFoundError:
-        return page.render("missing.html", 404, job_id=job_id)
+    page, job = viewed_job(request, who, job_id, form.get("link"), f"/jobs/{job_id}")
+    if not isinstance(job, ImportJob):
+        return job
     dataset = job.declaration
     header_size = int(form.get("columns", "0") or 0)
     chosen_columns = {i: form.get(f"col{i}", "") for i in range(header_size)}
@@ -210,14 +188,11 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
 @router.post("/jobs/{job_id}/retry")
 async def retry_page(request: Request, job_id: str) -> Response:
     form, who = await posted(request)
-    if who is None:
-        return _refused(request, form.get("link"), f"/jobs/{job_id}")
-    page = Page(request, who)
+    page, job = viewed_job(request, who, job_id, form.get("link"), f"/jobs/{job_id}")
+    if not isinstance(job, ImportJob):
+        return job
     try:
-        job = tenant_job(page.service, who, job_id)
         request_reprocess(page.service, job, "page")
-    except NotFoundError:
-        return page.render("missing.html", 404, job_id=job_id)
     except ServiceError as exc:
-        return _render_job(page, tenant_job(page.service, who, job_id), exc.message)
+        return _render_job(page, job, exc.message)
     return page.redirect(f"/jobs/{job_id}")

@@ -19,12 +19,11 @@ from ingestion_pipeline.service.deps import (
     replace_in_job,
     request_reprocess,
     review_csv_response,
-    tenant_job,
 )
-from ingestion_pipeline.service.pages import Page, login_redirect, posted, viewer
+from ingestion_pipeline.service.pages import Page, posted, viewed_job, viewer
 from ingestion_pipeline.service.schemas import MAX_REPLACE_TEXT
 from ingestion_pipeline.service.signing import InvalidSignatureError, read_token
-from ingestion_pipeline.service.uploads import NotFoundError, ServiceError
+from ingestion_pipeline.service.uploads import ServiceError
 
 router = APIRouter(include_in_schema=False)
 
@@ -52,18 +51,9 @@ def review(
 ) -> Response:
     if token is not None:
         return _open_review_link(request, job_id, token)
-    who = viewer(request, link)
-    if who is None:
-        if link:
-            return Page(request, None).render(
-                "login.html", 401, next=f"/review/{job_id}", error="This link is not valid."
-            )
-        return login_redirect(request, f"/review/{job_id}")
-    page = Page(request, who)
-    try:
-        job = tenant_job(page.service, who, job_id)
-    except NotFoundError:
-        return page.render("missing.html", 404, job_id=job_id)
+    page, job = viewed_job(request, viewer(request, link), job_id, link, f"/review/{job_id}")
+    if not isinstance(job, ImportJob):
+        return job
     with page.service.engine.connect() as conn:
         counts = issue_counts_by_kind(conn, job_id)
         by_field = row_counts_by_field(conn, job_id)
@@ -154,15 +144,12 @@ async def _checked(
 ) -> tuple[dict[str, str], Page, ImportJob | None, Response | None]:
     """The form, page and job of a POST from the review page, or the response to send."""
     form, who = await posted(request)
-    page = Page(request, who)
-    if who is None:
-        if form.get("link") or request.cookies:
-            return form, page, None, page.render("missing.html", 403, job_id=job_id)
-        return form, page, None, login_redirect(request, f"/review/{job_id}")
-    try:
-        job = tenant_job(page.service, who, job_id)
-    except NotFoundError:
-        return form, page, None, page.render("missing.html", 404, job_id=job_id)
+    if who is None and (form.get("link") or request.cookies):
+        page = Page(request, None)  # a post that does not prove it came from our page
+        return form, page, None, page.render("missing.html", 403, job_id=job_id)
+    page, job = viewed_job(request, who, job_id, form.get("link"), f"/review/{job_id}")
+    if not isinstance(job, ImportJob):
+        return form, page, None, job
     return form, page, job, None
 
 
@@ -258,16 +245,7 @@ async def apply_replace(request: Request, job_id: str) -> Response:
 @router.get("/review/{job_id}/rows.csv")
 def rows_in_error_csv(request: Request, job_id: str, link: str | None = None) -> Response:
     """The job's rows in error as the review file, to the page's viewer."""
-    who = viewer(request, link)
-    if who is None:
-        if link:
-            return Page(request, None).render(
-                "login.html", 401, next=f"/review/{job_id}", error="This link is not valid."
-            )
-        return login_redirect(request, f"/review/{job_id}")
-    page = Page(request, who)
-    try:
-        job = tenant_job(page.service, who, job_id)
-    except NotFoundError:
-        return page.render("missing.html", 404, job_id=job_id)
+    page, job = viewed_job(request, viewer(request, link), job_id, link, f"/review/{job_id}")
+    if not isinstance(job, ImportJob):
+        return job
     return page.headers(review_csv_response(page.service, job))
