@@ -68,10 +68,11 @@ worker: install $(DAGSTER_HOME)/dagster.yaml ## Start one warm-lane worker (run 
 serve: install $(DAGSTER_HOME)/dagster.yaml ## Start the import pages and HTTP API at http://127.0.0.1:8000 with a warm-lane worker; prints an import link
 	@# The worker runs what the pages upload (up to WARM_LANE_MAX_BYTES); it stops with serve.
 	@export DAGSTER_POSTGRES_URL="$${DAGSTER_POSTGRES_URL:-$$($(BIN)/ingestion-pipeline dagster-storage-url)}"; \
+		link=$$($(BIN)/ingestion-pipeline import-link --tenant $(TENANT) --hours 8) || exit 1; \
 		$(BIN)/ingestion-pipeline worker & worker=$$!; \
 		trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
-		echo "Open this link to import files for tenant $(TENANT) (valid 8 hours; docs at /docs):"; \
-		$(BIN)/ingestion-pipeline import-link --tenant $(TENANT) --hours 8; \
+		echo "Open this link to import files for tenant $(TENANT) (valid 8 hours; API docs at /docs):"; \
+		echo "  $$link"; \
 		$(BIN)/ingestion-pipeline serve --host 127.0.0.1 --port 8000
 
 test: install browser ## Run the tests and asset checks (real PostgreSQL, S3 API by moto, Chromium)

@@ -21,6 +21,9 @@ _MIGRATION_LOCK_ID = 7_110_420_001
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
+# duplicate_database, and the unique index of pg_database when two CREATEs race.
+DUPLICATE_DATABASE = ("42P04", "23505")
+
 
 def normalize_url(url: str) -> str:
     """Accept bare postgres:// and postgresql:// URLs; SQLAlchemy 2.1 maps those to psycopg 3."""
@@ -54,7 +57,13 @@ def embedded_url(data_dir: Path, database: str = EMBEDDED_DATABASE) -> str:
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
             )
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+                try:
+                    conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+                except sa.exc.DBAPIError as exc:
+                    # Two processes starting at once (`make serve` starts a worker beside
+                    # it): the other one created it first.
+                    if getattr(exc.orig, "pgcode", None) not in DUPLICATE_DATABASE:
+                        raise
     finally:
         admin.dispose()
     return f"postgresql+psycopg2://postgres@/{database}?host={socket_dir}"
