@@ -411,22 +411,30 @@ def test_a_host_page_of_an_origin_not_allowed_cannot_frame_the_flow(server, engi
 def test_the_pages_at_320_pixels_and_at_200_percent_zoom_with_a_label_on_every_control(
     lane, engine
 ):
-    """The upload and mapping pages fit a 320 px wide screen and a 200% zoom without
-    scrolling sideways (wide tables scroll in their own box), and every control has a name."""
+    """The upload, mapping and review pages fit a 320 px wide screen and a 200% zoom without
+    scrolling sideways (wide tables scroll in their own box), every control has a name, and
+    a file dropped on the page goes up as a picked one does."""
 
     lane.start_worker()
-    key = new_key(engine, "acme")
-    link = import_link(lane.service.url, key)
-    upload = httpx.post(
-        f"{lane.service.url}/v1/uploads",
-        params={"file_name": "kontakte.csv"},
-        content=EXPORT.encode(),
-        headers={"Authorization": f"Bearer {link['token']}"},
-    ).json()
+    link = import_link(lane.service.url, new_key(engine, "acme"))
+    bearer = {"Authorization": f"Bearer {link['token']}"}
+    flawed = b"email,first_name,last_name,company\nbroken,Al,Bo,Acme\nok@acme.io,Cy,Do,Acme\n"
+    jobs = {}
+    for name, content in (("kontakte.csv", EXPORT.encode()), ("flawed.csv", flawed)):
+        jobs[name] = httpx.post(
+            f"{lane.service.url}/v1/uploads",
+            params={"file_name": name},
+            content=content,
+            headers=bearer,
+        ).json()["job_id"]
     lane.wait_for_workers()
-    wait_for_status(engine, upload["job_id"], "NEEDS_MAPPING")
-    job_url = f"{lane.service.url}/jobs/{upload['job_id']}?" + str(
-        httpx.QueryParams({"link": link["token"]})
+    wait_for_status(engine, jobs["kontakte.csv"], "NEEDS_MAPPING")
+    wait_for_status(engine, jobs["flawed.csv"], "NEEDS_REVIEW")
+    query = "?" + str(httpx.QueryParams({"link": link["token"]}))
+    pages = (
+        (link["url"], "upload", "Import a file"),
+        (f"{lane.service.url}/jobs/{jobs['kontakte.csv']}{query}", "mapping", "Confirm the"),
+        (f"{lane.service.url}/review/{jobs['flawed.csv']}{query}", "review", "invalid_email"),
     )
     unnamed = """
         return [...document.querySelectorAll('input:not([type=hidden]), select, button')]
@@ -434,23 +442,33 @@ def test_the_pages_at_320_pixels_and_at_200_percent_zoom_with_a_label_on_every_c
                        && !e.getAttribute('aria-labelledby') && !e.textContent.trim())
           .map(e => e.outerHTML);"""
     overflow = "return document.documentElement.scrollWidth - window.innerWidth;"
+    drop = """
+        const file = new File([arguments[0]], "dropped.csv", {type: "text/csv"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.getElementById("drop").dispatchEvent(
+          new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));"""
     driver = chromium()
     try:
-        for width, scale, name in ((320, 1, "320px"), (640, 2, "zoom-200")):
+        for width, scale, size in ((320, 1, "320px"), (640, 2, "zoom-200")):
             driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
                 {"width": width, "height": 900, "deviceScaleFactor": scale, "mobile": False},
             )
-            for url, shot in ((link["url"], "upload"), (job_url, "mapping")):
+            for url, name, heading in pages:
                 driver.get(url)
-                wait_for_text(
-                    driver, "Import a file" if shot == "upload" else "Confirm the columns"
-                )
-                assert driver.execute_script(overflow) <= 0, (name, shot)
-                assert driver.execute_script(unnamed) == [], (name, shot)
-                save_screenshot(driver, f"importer-{shot}-{name}.png")
+                wait_for_text(driver, heading)
+                assert driver.execute_script(overflow) <= 0, (size, name)
+                assert driver.execute_script(unnamed) == [], (size, name)
+                save_screenshot(driver, f"importer-{name}-{size}.png")
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        driver.get(link["url"])
+        driver.execute_script(drop, "email,first_name,last_name,company\ned@acme.io,Ed,Ek,Acme\n")
+        wait_for_text(driver, "What we read", "dropped.csv uploaded")
     finally:
         driver.quit()
+    dropped = rows(engine, "SELECT job_id FROM import_jobs WHERE file_name LIKE 'dropped.%'")
+    assert len(dropped) == 1
 
 
 def test_import_links_and_embed_origins_from_the_command_line(cli, server, engine):
@@ -501,3 +519,24 @@ def html_text(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+def test_signed_in_with_the_tenants_key_the_upload_page_works_by_its_session(server, engine):
+    """Without a link: /import asks to sign in, the key's session opens the page with the
+    tenant's recent jobs and every dataset, and the page's API calls go by its cookie."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    asked = client.get("/import")
+    assert asked.status_code == 303 and asked.headers["location"] == "/login?next=%2Fimport"
+    signed = client.post("/login", data={"key": new_key(engine, "acme"), "next": "/import"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/import"
+    content = b"email,first_name,last_name,company\nann@acme.io,Ann,Lee,Acme\n"
+    session = client.post(
+        "/v1/upload-sessions", json={"file_name": "by-session.csv", "size": len(content)}
+    ).json()
+    client.put(f"/v1/upload-sessions/{session['session_id']}/parts/1", content=content)
+    done = client.post(f"/v1/upload-sessions/{session['session_id']}/complete")
+    assert done.status_code == 201 and done.json()["uploaded_by"] is None
+    page = client.get("/import")
+    assert page.status_code == 200 and "by-session.csv" in page.text
+    assert all(f'<option value="{d}"' in page.text for d in ("contacts", "orders"))
+    assert "frame-ancestors 'self';" in page.headers["content-security-policy"] + ";"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -518,11 +519,30 @@ def now(conn: Connection) -> datetime:
     return conn.scalar(sa.select(sa.func.now()))
 
 
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A transaction that sees one state of the database throughout (REPEATABLE READ): what a
+    page shows of a job, its rows and whether a run is on its way agree with one another."""
+    with (
+        engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+        conn.begin(),
+    ):
+        yield conn
+
+
 def run_requested_since(conn: Connection, job_id: str, since: datetime) -> bool:
     """Whether a run is on its way: asked of the sensors after `since` (the job's last change),
-    or the job waits in the warm queue."""
+    or in the warm queue not taken yet, to run again, or taken since. A claim the run has
+    already settled the job under (its row not yet let go) is not one."""
     requested = sa.exists().where(
         run_requests.c.job_id == job_id, run_requests.c.requested_at > since
     )
-    queued = sa.exists().where(warm_queue.c.job_id == job_id)
+    queued = sa.exists().where(
+        warm_queue.c.job_id == job_id,
+        sa.or_(
+            warm_queue.c.claimed_by.is_(None),
+            warm_queue.c.again,
+            warm_queue.c.claimed_at > since,
+        ),
+    )
     return bool(conn.scalar(sa.select(sa.or_(requested, queued))))

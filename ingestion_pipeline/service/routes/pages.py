@@ -12,7 +12,12 @@ from fastapi.responses import RedirectResponse, Response
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db.import_jobs import ImportJob, list_jobs
-from ingestion_pipeline.db.service import authenticate, run_requested_since
+from ingestion_pipeline.db.service import (
+    authenticate,
+    job_of_tenant,
+    run_requested_since,
+    snapshot,
+)
 from ingestion_pipeline.first_answer import first_answer
 from ingestion_pipeline.reading.mapping import mappable_fields
 from ingestion_pipeline.service.deps import (
@@ -88,9 +93,10 @@ def job_page(request: Request, job_id: str, link: str | None = None) -> Response
 def _render_job(
     page: Page, job: ImportJob, error: str | None = None, chosen: dict[str, Any] | None = None
 ) -> Response:
-    answer = first_answer(page.service.zone, job, page.service.engine)
-    with page.service.engine.connect() as conn:
+    with snapshot(page.service.engine) as conn:
+        job = job_of_tenant(conn, job.tenant_id, job.job_id) or job
         on_its_way = run_requested_since(conn, job.job_id, job.updated_at)
+    answer = first_answer(page.service.zone, job, page.service.engine)
     mapping = None
     if job.status is JobStatus.NEEDS_MAPPING and not on_its_way and "error" not in answer:
         mapping = _mapping_rows(job, answer, chosen)

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from ingestion_pipeline.constants import JobStatus
 from ingestion_pipeline.db.decisions import discard_kind, review_page, row_counts_by_field
 from ingestion_pipeline.db.import_jobs import ImportJob, issue_counts_by_kind
-from ingestion_pipeline.db.service import run_requested_since
+from ingestion_pipeline.db.service import job_of_tenant, run_requested_since, snapshot
 from ingestion_pipeline.review_files import Decision
 from ingestion_pipeline.service.deps import (
     record_job_decisions,
@@ -54,7 +54,8 @@ def review(
     page, job = viewed_job(request, viewer(request, link), job_id, link, f"/review/{job_id}")
     if not isinstance(job, ImportJob):
         return job
-    with page.service.engine.connect() as conn:
+    with snapshot(page.service.engine) as conn:
+        job = job_of_tenant(conn, job.tenant_id, job_id) or job
         counts = issue_counts_by_kind(conn, job_id)
         by_field = row_counts_by_field(conn, job_id)
         dataset = job.declaration
