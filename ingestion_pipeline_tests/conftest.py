@@ -25,6 +25,7 @@ from ingestion_pipeline_tests.helpers import (
     ServiceProcess,
     cli_env,
     empty_database,
+    scratch_database,
 )
 
 # The tests drive the sensors and runs by hand; the warm lane's own tests start workers and
@@ -215,18 +216,10 @@ def lake(monkeypatch, tmp_path, database_url):
 @pytest.fixture
 def lane(database_url, engine, tmp_path, monkeypatch) -> Iterator[Lane]:
     empty_database(engine)
-    server = make_url(database_url)
-    name = f"{server.database}_warm_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    storage_url = server.set(database=name).render_as_string(hide_password=False)
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
-    started = Lane(database_url, storage_url, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(database_url, "warm") as storage_url:
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", storage_url)
+        started = Lane(database_url, storage_url, tmp_path)
+        try:
+            yield started
+        finally:
+            started.stop()

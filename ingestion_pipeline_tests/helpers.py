@@ -503,3 +503,23 @@ class Lane:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         self.service.stop()
+
+
+@contextmanager
+def scratch_database(database_url: str, purpose: str) -> Iterator[str]:
+    """A database of its own on the test database's server (a Dagster storage), dropped after."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    server = make_url(database_url)
+    name = f"{server.database}_{purpose}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -12,14 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from dagster import instance_for_test
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from ingestion_pipeline.constants import IMPORT_JOBS_PARTITIONS
 from ingestion_pipeline.db.engine import get_engine, normalize_url
@@ -40,6 +39,7 @@ from ingestion_pipeline_tests.helpers import (
     register_upload,
     rows,
     save_screenshot,
+    scratch_database,
     wait_for_text,
 )
 
@@ -139,21 +139,13 @@ class DagsterDev:
 @pytest.fixture(scope="module")
 def dagster_dev(database_url: str, tmp_path_factory) -> Iterator[DagsterDev]:
     """`dagster dev` with the project's dagster.yaml (PostgreSQL storage, queued runs)."""
-    server = make_url(database_url)
-    name = f"{server.database}_dagster_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    storage_url = server.set(database=name).render_as_string(hide_password=False)
-    dev = DagsterDev(database_url, storage_url, tmp_path_factory.mktemp("dagster_dev"))
-    try:
-        dev.wait_until_loaded()
-        yield dev
-    finally:
-        dev.stop()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(database_url, "dagster") as storage_url:
+        dev = DagsterDev(database_url, storage_url, tmp_path_factory.mktemp("dagster_dev"))
+        try:
+            dev.wait_until_loaded()
+            yield dev
+        finally:
+            dev.stop()
 
 
 def add_partitions(dev: DagsterDev, keys: list[str]) -> None:
