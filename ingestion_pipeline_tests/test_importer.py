@@ -431,6 +431,14 @@ def test_the_pages_at_320_pixels_and_at_200_percent_zoom_with_a_label_on_every_c
     wait_for_status(engine, jobs["kontakte.csv"], "NEEDS_MAPPING")
     wait_for_status(engine, jobs["flawed.csv"], "NEEDS_REVIEW")
     query = "?" + str(httpx.QueryParams({"link": link["token"]}))
+    # A forged mapping form: columns the file does not have, and a count of them, are not
+    # read; the form is checked against the file's own header.
+    forged = httpx.post(
+        f"{lane.service.url}/jobs/{jobs['kontakte.csv']}/mapping",
+        data={"link": link["token"], "columns": "10000000000", "col0": "email", "col9": "company"},
+    )
+    assert forged.status_code == 422
+    assert "required field(s) first_name, last_name, company have no column" in forged.text
     pages = (
         (link["url"], "upload", "Import a file"),
         (f"{lane.service.url}/jobs/{jobs['kontakte.csv']}{query}", "mapping", "Confirm the"),

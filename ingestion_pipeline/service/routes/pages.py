@@ -91,12 +91,19 @@ def job_page(request: Request, job_id: str, link: str | None = None) -> Response
 
 
 def _render_job(
-    page: Page, job: ImportJob, error: str | None = None, chosen: dict[str, Any] | None = None
+    page: Page,
+    job: ImportJob,
+    error: str | None = None,
+    chosen: dict[str, Any] | None = None,
+    answer: dict[str, Any] | None = None,
 ) -> Response:
+    """The job page; a refused form comes back with its `error`, the person's `chosen`
+    columns and the file's first `answer` it was checked against (not read again)."""
     with snapshot(page.service.engine) as conn:
         job = job_of_tenant(conn, job.tenant_id, job.job_id) or job
         on_its_way = run_requested_since(conn, job.job_id, job.updated_at)
-    answer = first_answer(page.service.zone, job, page.service.engine)
+    if answer is None:
+        answer = first_answer(page.service.zone, job, page.service.engine)
     mapping = None
     if job.status is JobStatus.NEEDS_MAPPING and not on_its_way and "error" not in answer:
         mapping = _mapping_rows(job, answer, chosen)
@@ -163,18 +170,18 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
     page, job = viewed_job(request, who, job_id, form.get("link"), f"/jobs/{job_id}")
     if not isinstance(job, ImportJob):
         return job
-    dataset = job.declaration
-    header_size = int(form.get("columns", "0") or 0)
-    chosen_columns = {i: form.get(f"col{i}", "") for i in range(header_size)}
-    empty = [f for f in dataset.required_fields if form.get(f"empty.{f}")]
-    chosen = {"columns": chosen_columns, "empty": empty}
     answer = first_answer(page.service.zone, job, page.service.engine)
     if "error" in answer:
-        return _render_job(page, job, answer["error"])
+        return _render_job(page, job, answer["error"], answer=answer)
+    dataset = job.declaration
+    # One select per column of the file's header: the form says which field, never how many.
     header = answer["header"]
+    chosen_columns = {i: form.get(f"col{i}", "") for i in range(len(header))}
+    empty = [f for f in dataset.required_fields if form.get(f"empty.{f}")]
+    chosen = {"columns": chosen_columns, "empty": empty}
     assignments: dict[str, Any] = {}
     for name in mappable_fields(dataset):
-        picked = [header[i] for i, f in chosen_columns.items() if f == name and i < len(header)]
+        picked = [header[i] for i, f in chosen_columns.items() if f == name]
         assignments[name] = picked or None
     missing = [f for f in dataset.required_fields if not assignments.get(f) and f not in empty]
     if missing:
@@ -183,11 +190,11 @@ async def confirm_mapping_page(request: Request, job_id: str) -> Response:
             f"{display_name(job.file_name)}: required field(s) {shown} have no column. "
             "Choose a column for each, or tick “leave empty on purpose”."
         )
-        return _render_job(page, job, message, chosen)
+        return _render_job(page, job, message, chosen, answer)
     try:
         confirm_job_mapping(page.service, job, assignments, "page:mapping")
     except ServiceError as exc:
-        return _render_job(page, job, exc.message, chosen)
+        return _render_job(page, job, exc.message, chosen, answer)
     return page.redirect(f"/jobs/{job_id}")
 
 
