@@ -19,6 +19,9 @@ class JobStatus(str, Enum):
     FAILED = "FAILED"
 
 
+# A run holds the job in these states: pages follow it until it leaves them.
+RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
+
 # A reviewer's decisions are taken in these states (PROCESSING: a reprocess is running).
 TAKES_DECISIONS = (
     JobStatus.NEEDS_REVIEW,

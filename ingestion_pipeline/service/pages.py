@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ingestion_pipeline.db.import_jobs import ImportJob
 from ingestion_pipeline.db.service import embed_origins
+from ingestion_pipeline.reading.mapping import Method
 from ingestion_pipeline.service.deps import (
     SESSION_COOKIE,
     Principal,
@@ -44,18 +45,17 @@ _templates = Environment(
 _templates.filters["shown"] = display_name
 # How a column was decided (mapping.Method), in a person's words.
 _HOW = {
-    "remembered": "remembered from your earlier files",
-    "person": "chosen by a person",
-    "alias": "a known name of the field",
-    "name": "words in the header",
-    "values": "by the values in it",
-    "split": "split from the full name",
-    "your choice": "your choice",
+    Method.REMEMBERED: "remembered from your earlier files",
+    Method.PERSON: "chosen by a person",
+    Method.ALIAS: "a known name of the field",
+    Method.NAME: "words in the header",
+    Method.VALUES: "by the values in it",
+    Method.SPLIT: "split from the full name",
 }
 
 
 def _how(method: str) -> str:
-    if method.startswith("profile"):
+    if method.startswith(Method.PROFILE):
         return f"the {method.partition(':')[2].strip() or 'tool'} export's layout"
     return _HOW.get(method, method)
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.constants import RUNNING, JobStatus
 from ingestion_pipeline.datasets import DEFAULT_DATASET, LOAD_ORDER
 from ingestion_pipeline.db.import_jobs import ImportJob, list_jobs
 from ingestion_pipeline.db.service import (
@@ -37,7 +37,6 @@ from ingestion_pipeline.service.uploads import ServiceError, display_name
 
 router = APIRouter(include_in_schema=False)
 
-RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
 RECENT_JOBS = 10
 SAMPLE_VALUES = 3
 

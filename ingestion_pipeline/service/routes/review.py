@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ingestion_pipeline.constants import JobStatus
+from ingestion_pipeline.constants import RUNNING, JobStatus
 from ingestion_pipeline.db.decisions import discard_kind, review_page, row_counts_by_field
 from ingestion_pipeline.db.import_jobs import ImportJob, issue_counts_by_kind
 from ingestion_pipeline.db.service import job_of_tenant, run_requested_since, snapshot
@@ -31,7 +31,6 @@ PAGE_SIZE = 50
 REPLACE_SOURCE = "page:replace"
 FieldName = Annotated[str | None, Query(max_length=64)]
 ReplaceText = Annotated[str | None, Query(max_length=MAX_REPLACE_TEXT)]
-RUNNING = (JobStatus.PENDING, JobStatus.PROCESSING)
 
 
 @router.get("/review/{job_id}")

@@ -24,8 +24,10 @@
   // Posts `type` for `job` to the host page once per job, event and count of open issues: a
   // page shown again (a reload, a form sent back) does not repeat what the host heard, and a
   // reprocess that leaves other issues open is news.
+  const embedded = window.parent !== window && origins.length > 0;
+
   function notify(type, job) {
-    if (window.parent === window || origins.length === 0) return;
+    if (!embedded) return;
     const once = `ip:${job.job_id}:${type}:${job.issue_count}`;
     try {
       if (sessionStorage.getItem(once)) return;
@@ -63,7 +65,7 @@
   if (here && here.dataset.job) {
     const before = {status: here.dataset.status, updated: here.dataset.updated};
     const type = EVENTS[before.status];
-    if (type) {
+    if (type && embedded) {  // a page on its own tells no one: no request for the counts
       fetchJob(here.dataset.job).then((job) => { if (job) notify(type, job); });
     }
     if (here.dataset.follow) {
